@@ -1,0 +1,176 @@
+//! Kernel command line: the options init understands.
+//!
+//! | option | default | meaning |
+//! |---|---|---|
+//! | `console=<name>[,opts]` | — | console device (last one wins), e.g. `ttyS0,115200` |
+//! | `hypeman.console=<dev>\|inherit` | — | override the console; `inherit` keeps the fds init was given |
+//! | `hypeman.root=<dev>` | `/dev/vda` | image root disk |
+//! | `hypeman.overlay=<dev>\|tmpfs` | `/dev/vdb` | writable overlay disk, or a tmpfs upper layer |
+//! | `hypeman.config=<dev>` | `/dev/vdc` (`/dev/vdb` with a tmpfs overlay) | config disk |
+//! | `hypeman.device_timeout_ms=<n>` | 10000 | how long to wait for disks |
+//! | `hypeman.agent_timeout_ms=<n>` | 10000 | how long to wait for the agent's readiness |
+//! | `hypeman.modules=0` | 1 | do not load kernel modules |
+//! | `hypeman.debug_shell=1` | 0 | on a fatal error, run `/bin/sh` from the initramfs when it has one |
+
+use std::time::Duration;
+
+/// Options parsed from the kernel command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Console device path chosen on the command line, if any.
+    pub console: Option<String>,
+    /// Keep the stdout/stderr init was started with.
+    pub console_inherit: bool,
+    /// Root image device.
+    pub root_dev: String,
+    /// Overlay disk; `None` means a tmpfs upper layer.
+    pub overlay_dev: Option<String>,
+    /// Config disk.
+    pub config_dev: String,
+    /// Bound on the wait for disks.
+    pub device_timeout: Duration,
+    /// Bound on the wait for the agent's readiness.
+    pub agent_timeout: Duration,
+    /// Load kernel modules from the initramfs.
+    pub load_modules: bool,
+    /// Drop to a shell on fatal errors when one exists.
+    pub debug_shell: bool,
+    /// Test-only: panic on purpose (honoured only in test mode).
+    pub test_panic: bool,
+    /// Options init did not understand but that look like ours (`hypeman.*`).
+    pub unknown: Vec<String>,
+}
+
+/// Split a command line into words, honouring double quotes as the kernel does.
+pub fn split(cmdline: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in cmdline.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    words
+}
+
+/// `vda` → `/dev/vda`; absolute paths are kept.
+pub fn dev_path(name: &str) -> String {
+    if name.starts_with('/') {
+        name.to_string()
+    } else {
+        format!("/dev/{name}")
+    }
+}
+
+fn millis(v: &str, default: Duration) -> Duration {
+    v.parse::<u64>().map(Duration::from_millis).unwrap_or(default)
+}
+
+fn flag(v: &str) -> bool {
+    !matches!(v, "0" | "false" | "no" | "off")
+}
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Options {
+    /// Parse a kernel command line.
+    pub fn parse(cmdline: &str) -> Options {
+        let mut o = Options {
+            console: None,
+            console_inherit: false,
+            root_dev: "/dev/vda".into(),
+            overlay_dev: Some("/dev/vdb".into()),
+            config_dev: String::new(),
+            device_timeout: DEFAULT_TIMEOUT,
+            agent_timeout: DEFAULT_TIMEOUT,
+            load_modules: true,
+            debug_shell: false,
+            test_panic: false,
+            unknown: Vec::new(),
+        };
+        let mut config = None;
+        for word in split(cmdline) {
+            let (key, val) = word.split_once('=').unwrap_or((word.as_str(), "1"));
+            match key {
+                "console" => o.console = Some(dev_path(val.split(',').next().unwrap_or(val))),
+                "hypeman.console" if val == "inherit" => o.console_inherit = true,
+                "hypeman.console" => o.console = Some(dev_path(val)),
+                "hypeman.root" => o.root_dev = dev_path(val),
+                "hypeman.overlay" if val == "tmpfs" => o.overlay_dev = None,
+                "hypeman.overlay" => o.overlay_dev = Some(dev_path(val)),
+                "hypeman.config" => config = Some(dev_path(val)),
+                "hypeman.device_timeout_ms" => o.device_timeout = millis(val, DEFAULT_TIMEOUT),
+                "hypeman.agent_timeout_ms" => o.agent_timeout = millis(val, DEFAULT_TIMEOUT),
+                "hypeman.modules" => o.load_modules = flag(val),
+                "hypeman.debug_shell" => o.debug_shell = flag(val),
+                "hypeman.test_panic" => o.test_panic = flag(val),
+                k if k.starts_with("hypeman.") => o.unknown.push(word.clone()),
+                _ => {}
+            }
+        }
+        o.config_dev = config.unwrap_or_else(|| match o.overlay_dev {
+            Some(_) => "/dev/vdc".into(),
+            None => "/dev/vdb".into(),
+        });
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_hypeman_layout() {
+        let o = Options::parse("console=ttyS0 root=/dev/ram0 panic=-1");
+        assert_eq!(o.console.as_deref(), Some("/dev/ttyS0"));
+        assert_eq!(o.root_dev, "/dev/vda");
+        assert_eq!(o.overlay_dev.as_deref(), Some("/dev/vdb"));
+        assert_eq!(o.config_dev, "/dev/vdc");
+        assert!(o.load_modules);
+        assert_eq!(o.device_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn tmpfs_overlay_moves_the_config_disk_to_vdb() {
+        let o = Options::parse("hypeman.overlay=tmpfs");
+        assert_eq!(o.overlay_dev, None);
+        assert_eq!(o.config_dev, "/dev/vdb");
+    }
+
+    #[test]
+    fn last_console_wins_and_options_are_dropped() {
+        let o = Options::parse("console=tty0 console=hvc0,115200n8");
+        assert_eq!(o.console.as_deref(), Some("/dev/hvc0"));
+    }
+
+    #[test]
+    fn overrides_and_unknown_options() {
+        let o = Options::parse(
+            "hypeman.root=/dev/loop7 hypeman.config=loop9 hypeman.modules=0 \
+             hypeman.device_timeout_ms=250 hypeman.consle=x hypeman.console=inherit",
+        );
+        assert_eq!(o.root_dev, "/dev/loop7");
+        assert_eq!(o.config_dev, "/dev/loop9");
+        assert!(!o.load_modules);
+        assert!(o.console_inherit);
+        assert_eq!(o.device_timeout, Duration::from_millis(250));
+        assert_eq!(o.unknown, vec!["hypeman.consle=x".to_string()]);
+    }
+
+    #[test]
+    fn quotes_group_words() {
+        assert_eq!(split(r#"a "b c" d"#), vec!["a", "b c", "d"]);
+        assert_eq!(split("  \n "), Vec::<String>::new());
+    }
+}

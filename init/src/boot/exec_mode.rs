@@ -1,0 +1,177 @@
+//! Exec mode: start the agent, run the app as our child, supervise, report.
+
+use super::{fatal, plan, report, user, BootError, Ctx};
+use crate::sys::{Event, Readiness, SpawnError, SpawnSpec, Sys};
+use guest_contract::config::{Config, InitMode};
+use guest_contract::exit::{describe_exit, InitFailure};
+use guest_contract::sentinel::Sentinel;
+
+/// Signals forwarded to the app.
+pub const FORWARDED: [i32; 4] = [libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGINT];
+
+/// Run the app and supervise it until it exits; then report and power off.
+pub fn run<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> (i32, String) {
+    let _ = sys.mkdir_all("/run/hypeman");
+    let env = app_env(sys, config);
+    let env = match env {
+        Ok(e) => e,
+        Err(e) => return report::fail(sys, ctx, &e),
+    };
+    let agent = if ctx.agent_installed {
+        start_agent(sys, ctx, &env.vars)
+    } else {
+        None
+    };
+    ctx.timing.mark("agent", sys.boottime());
+    let app = match start_app(sys, config, &env) {
+        Ok(Started::Running(pid)) => pid,
+        Ok(Started::ExecFailed(code)) => return finish(sys, ctx, code, false),
+        Err(e) => return report::fail(sys, ctx, &e),
+    };
+    let app_start = sys.boottime();
+    let (secs, nanos) = sys.realtime();
+    report::sentinel(sys, &guest_contract::sentinel::program_start(secs, nanos, InitMode::Exec));
+    let summary = ctx.timing.summary(app_start);
+    report::info(sys, "timing", &summary);
+    let code = supervise(sys, app, agent);
+    let oom = code == 137 && oom_killed(sys, app_start);
+    finish(sys, ctx, code, oom)
+}
+
+fn finish<S: Sys>(sys: &mut S, ctx: &Ctx, code: i32, oom: bool) -> (i32, String) {
+    let message = describe_exit(code, oom);
+    report::sentinel(sys, &Sentinel::Exit { code, message: message.clone() });
+    report::shutdown(sys, ctx);
+    (code, message)
+}
+
+/// The app's environment and credentials.
+pub struct AppEnv {
+    /// Exact environment.
+    pub vars: Vec<(String, String)>,
+    /// Credentials, when `user` is set.
+    pub creds: Option<crate::sys::Credentials>,
+}
+
+fn app_env<S: Sys>(sys: &mut S, config: &Config) -> Result<AppEnv, BootError> {
+    let mut vars = config.app_env();
+    let Some(spec) = config.user.as_deref().filter(|u| !u.is_empty()) else {
+        return Ok(AppEnv { vars, creds: None });
+    };
+    let read = |sys: &S, p: &str| String::from_utf8_lossy(&sys.read_file(p, 4 << 20).unwrap_or_default()).into_owned();
+    let u = user::resolve(spec, &read(sys, "/etc/passwd"), &read(sys, "/etc/group"));
+    let u = u.or_else(|e| fatal(InitFailure::User, e))?;
+    let home_given = config.env.as_ref().is_some_and(|e| e.contains_key("HOME"));
+    if let (false, Some(home)) = (home_given, &u.home) {
+        for (k, v) in vars.iter_mut() {
+            if k == "HOME" {
+                *v = home.clone();
+            }
+        }
+    }
+    Ok(AppEnv { vars, creds: Some(u.creds) })
+}
+
+fn start_agent<S: Sys>(sys: &mut S, ctx: &Ctx, env: &[(String, String)]) -> Option<i32> {
+    let mut vars = env.to_vec();
+    vars.push(("HYPEMAN_AGENT_READY_FD".into(), "3".into()));
+    vars.push(("HYPEMAN_AGENT_READY_FILE".into(), plan::AGENT_READY_FILE.into()));
+    let spec = SpawnSpec {
+        path: plan::AGENT_TARGET.into(),
+        argv: vec![plan::AGENT_TARGET.into()],
+        env: vars,
+        workdir: "/".into(),
+        creds: None,
+        readiness_fd: true,
+    };
+    let child = match sys.spawn(&spec) {
+        Ok(c) => c,
+        Err(e) => {
+            report::error(sys, "agent", &format!("cannot start {}: {e}", plan::AGENT_TARGET));
+            return None;
+        }
+    };
+    let timeout = ctx.opts.agent_timeout;
+    let outcome = child.ready_fd.map(|fd| sys.wait_ready(fd, timeout));
+    match outcome {
+        Some(Readiness::Ready) => report::info(sys, "agent", "guest agent ready"),
+        Some(Readiness::TimedOut) => report::error(
+            sys,
+            "agent",
+            &format!("guest agent not ready within {} ms; continuing without waiting", timeout.as_millis()),
+        ),
+        _ => report::error(sys, "agent", "guest agent exited before it was ready"),
+    }
+    Some(child.pid)
+}
+
+enum Started {
+    Running(i32),
+    ExecFailed(i32),
+}
+
+/// Exit code for an execve errno: not found → 127, not executable → 126.
+pub fn exec_errno_code(errno: i32) -> i32 {
+    match errno {
+        libc::ENOENT | libc::ENOTDIR => 127,
+        _ => 126,
+    }
+}
+
+fn start_app<S: Sys>(sys: &mut S, config: &Config, env: &AppEnv) -> Result<Started, BootError> {
+    let argv = config.argv();
+    let Some(arg0) = argv.first() else {
+        return fatal(InitFailure::ConfigInvalid, "entrypoint and cmd are both empty");
+    };
+    let workdir = config.workdir().to_string();
+    if !sys.is_dir(&workdir) {
+        return fatal(InitFailure::Workdir, format!("workdir {workdir} does not exist"));
+    }
+    let path_var = env.vars.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or("");
+    let path = plan::resolve_program(arg0, path_var, |p| sys.exists(p) && !sys.is_dir(p));
+    let spec = SpawnSpec {
+        path: path.clone(),
+        argv: argv.clone(),
+        env: env.vars.clone(),
+        workdir,
+        creds: env.creds.clone(),
+        readiness_fd: false,
+    };
+    match sys.spawn(&spec) {
+        Ok(child) => Ok(Started::Running(child.pid)),
+        Err(SpawnError::Exec(errno)) => {
+            let text = std::io::Error::from_raw_os_error(errno);
+            report::error(sys, "exec", &format!("{path}: {text}"));
+            Ok(Started::ExecFailed(exec_errno_code(errno)))
+        }
+        Err(SpawnError::Setup { step, errno_text }) if step.starts_with("chdir") => {
+            fatal(InitFailure::Workdir, format!("{step} {}: {errno_text}", config.workdir()))
+        }
+        Err(SpawnError::Setup { step, errno_text }) => fatal(InitFailure::User, format!("{step}: {errno_text}")),
+        Err(e) => fatal(InitFailure::Spawn, e.to_string()),
+    }
+}
+
+/// One waitpid loop: forward signals, reap orphans, return the app's exit code.
+pub fn supervise<S: Sys>(sys: &mut S, app: i32, agent: Option<i32>) -> i32 {
+    loop {
+        match sys.next_event() {
+            Event::Signal(sig) if FORWARDED.contains(&sig) => {
+                let _ = sys.kill(app, sig);
+            }
+            Event::Signal(_) => {}
+            Event::Exited { pid, code } if pid == app => return code,
+            Event::Exited { pid, code } if Some(pid) == agent => {
+                report::error(sys, "agent", &format!("guest agent exited: {}", describe_exit(code, false)));
+            }
+            Event::Exited { .. } => {}
+        }
+    }
+}
+
+/// Whether the kernel logged an OOM kill since the app started.
+fn oom_killed<S: Sys>(sys: &mut S, since: std::time::Duration) -> bool {
+    sys.kmsg_since(since).iter().any(|m| {
+        m.contains("Out of memory") || m.contains("oom-kill") || m.contains("Memory cgroup out of memory")
+    })
+}

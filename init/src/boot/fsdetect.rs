@@ -1,0 +1,76 @@
+//! Filesystem detection from a device's first bytes.
+
+/// Bytes to read from the start of a device for [`detect`].
+pub const HEAD_BYTES: usize = 2048;
+
+/// Root filesystems init can mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsType {
+    /// ext2/3/4 (mounted as ext4).
+    Ext4,
+    /// EROFS.
+    Erofs,
+    /// SquashFS.
+    Squashfs,
+}
+
+impl FsType {
+    /// The name mount(2) takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            FsType::Ext4 => "ext4",
+            FsType::Erofs => "erofs",
+            FsType::Squashfs => "squashfs",
+        }
+    }
+
+    /// Mount options for a read-only mount (ext4: never replay a journal).
+    pub fn ro_data(self) -> &'static str {
+        match self {
+            FsType::Ext4 => "noload",
+            _ => "",
+        }
+    }
+}
+
+fn le32(b: &[u8], off: usize) -> Option<u32> {
+    let s = b.get(off..off + 4)?;
+    Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn le16(b: &[u8], off: usize) -> Option<u16> {
+    let s = b.get(off..off + 2)?;
+    Some(u16::from_le_bytes([s[0], s[1]]))
+}
+
+/// Identify the filesystem from the superblock magic numbers.
+pub fn detect(head: &[u8]) -> Option<FsType> {
+    if le32(head, 0) == Some(0x7371_7368) {
+        return Some(FsType::Squashfs);
+    }
+    if le32(head, 1024) == Some(0xE0F5_E1E2) {
+        return Some(FsType::Erofs);
+    }
+    if le16(head, 1024 + 0x38) == Some(0xEF53) {
+        return Some(FsType::Ext4);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn magics() {
+        let mut b = vec![0u8; HEAD_BYTES];
+        assert_eq!(detect(&b), None);
+        b[1024 + 0x38..1024 + 0x3a].copy_from_slice(&0xEF53u16.to_le_bytes());
+        assert_eq!(detect(&b), Some(FsType::Ext4));
+        b[1024..1028].copy_from_slice(&0xE0F5_E1E2u32.to_le_bytes());
+        assert_eq!(detect(&b), Some(FsType::Erofs));
+        b[..4].copy_from_slice(b"hsqs");
+        assert_eq!(detect(&b), Some(FsType::Squashfs));
+        assert_eq!(detect(&[1, 2, 3]), None);
+    }
+}

@@ -1,0 +1,319 @@
+//! The boot path: plan (pure, in [`plan`]) applied through the [`Sys`] seam.
+
+pub mod cmdline;
+pub mod exec_mode;
+pub mod fsdetect;
+pub mod modules;
+pub mod plan;
+pub mod report;
+pub mod user;
+
+#[cfg(test)]
+mod tests;
+
+use crate::sys::{Mount, Sys, RAMFS_MAGIC, TMPFS_MAGIC};
+use cmdline::Options;
+use guest_contract::config::{self, Config};
+use guest_contract::exit::InitFailure;
+use plan::{BootKind, Layout, MountStep};
+use report::Timing;
+use std::time::Duration;
+
+/// What init was started with.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    /// A command line to use instead of /proc/cmdline (test mode).
+    pub cmdline_override: Option<String>,
+    /// CLOCK_BOOTTIME at init's first instruction.
+    pub start: Duration,
+}
+
+/// Environment variable that puts init in test mode: its value replaces
+/// /proc/cmdline. Namespace tests use it so init never sees the host's cmdline.
+pub const CMDLINE_ENV: &str = "HYPEMAN_INIT_CMDLINE";
+
+impl Inputs {
+    /// Read the inputs from the process environment.
+    pub fn from_env(start: Duration) -> Inputs {
+        Inputs {
+            cmdline_override: std::env::var(CMDLINE_ENV).ok(),
+            start,
+        }
+    }
+}
+
+/// A fatal boot error: which failure, and what exactly went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootError {
+    /// Failure kind (code and phase).
+    pub failure: InitFailure,
+    /// Human-readable cause.
+    pub detail: String,
+}
+
+/// Shorthand for a fatal error.
+pub fn fatal<T>(failure: InitFailure, detail: impl Into<String>) -> Result<T, BootError> {
+    Err(BootError {
+        failure,
+        detail: detail.into(),
+    })
+}
+
+/// State carried from phase to phase.
+pub struct Ctx {
+    /// Options from the command line.
+    pub opts: Options,
+    /// Initramfs or direct boot.
+    pub kind: BootKind,
+    /// Staging paths.
+    pub layout: Layout,
+    /// Phase timings.
+    pub timing: Timing,
+    /// Whether test-only triggers are honoured.
+    pub test_mode: bool,
+    /// Whether the agent was copied into the new root.
+    pub agent_installed: bool,
+    /// Mount points to remount read-only at power-off (after the root itself).
+    pub shutdown_ro: Vec<String>,
+}
+
+/// Run the whole boot; returns only after `power_off` returned (fake, or not PID 1).
+pub fn run<S: Sys>(sys: &mut S, inputs: &Inputs) -> (i32, String) {
+    let kind = match sys.statfs_magic("/") {
+        Ok(RAMFS_MAGIC) | Ok(TMPFS_MAGIC) => BootKind::Initramfs,
+        _ => BootKind::Direct,
+    };
+    let mut ctx = Ctx {
+        opts: Options::parse(inputs.cmdline_override.as_deref().unwrap_or("")),
+        kind,
+        layout: Layout::new(kind),
+        timing: Timing::new(inputs.start),
+        test_mode: inputs.cmdline_override.is_some(),
+        agent_installed: false,
+        shutdown_ro: Vec::new(),
+    };
+    match boot(sys, &mut ctx, inputs) {
+        Ok(config) => exec_mode::run(sys, &mut ctx, &config),
+        Err(e) => report::fail(sys, &ctx, &e),
+    }
+}
+
+fn boot<S: Sys>(sys: &mut S, ctx: &mut Ctx, inputs: &Inputs) -> Result<Config, BootError> {
+    if let Err(e) = sys.setup_signals() {
+        return fatal(InitFailure::EarlyMount, format!("signal setup: {e}"));
+    }
+    apply_mounts(sys, &plan::early_mounts(), InitFailure::EarlyMount, "mounts")?;
+    if inputs.cmdline_override.is_none() {
+        let raw = sys.read_file("/proc/cmdline", 64 * 1024).unwrap_or_default();
+        ctx.opts = Options::parse(&String::from_utf8_lossy(&raw));
+    }
+    for word in &ctx.opts.unknown {
+        report::info(sys, "cmdline", &format!("unknown option {word} ignored"));
+    }
+    if ctx.test_mode && ctx.opts.test_panic {
+        panic!("test-only panic trigger (hypeman.test_panic)");
+    }
+    ctx.timing.mark("mounts", sys.boottime());
+    load_modules(sys, ctx);
+    ctx.timing.mark("modules", sys.boottime());
+    select_console(sys, &ctx.opts);
+    wait_devices(sys, ctx)?;
+    ctx.timing.mark("devices", sys.boottime());
+    mount_disks(sys, ctx)?;
+    ctx.timing.mark("mounts", sys.boottime());
+    let config = read_config(sys, ctx)?;
+    ctx.timing.mark("config", sys.boottime());
+    prepare_newroot(sys, ctx, &config)?;
+    switch_root(sys, ctx)?;
+    ctx.timing.mark("mounts", sys.boottime());
+    Ok(config)
+}
+
+/// Apply mount steps, creating each mount point first.
+pub fn apply_mounts<S: Sys>(
+    sys: &mut S,
+    steps: &[MountStep],
+    failure: InitFailure,
+    phase: &str,
+) -> Result<(), BootError> {
+    for s in steps {
+        let _ = sys.mkdir_all(&s.mount.target);
+        if let Err(e) = sys.mount(&s.mount) {
+            let what = format!("mount {} on {}: {e}", describe(&s.mount), s.mount.target);
+            if s.fatal {
+                return fatal(failure, what);
+            }
+            report::error(sys, phase, &what);
+        }
+    }
+    Ok(())
+}
+
+fn describe(m: &Mount) -> &str {
+    if m.fstype.is_empty() {
+        &m.source
+    } else {
+        &m.fstype
+    }
+}
+
+fn load_modules<S: Sys>(sys: &mut S, ctx: &Ctx) {
+    if !ctx.opts.load_modules {
+        return;
+    }
+    let dir = format!("/lib/modules/{}", sys.kernel_release());
+    let read = |sys: &S, name: &str| {
+        let bytes = sys.read_file(&format!("{dir}/{name}"), 4 << 20).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    let dep = read(sys, "modules.dep");
+    if dep.is_empty() {
+        return;
+    }
+    let index = modules::Index::parse(&dep, &read(sys, "modules.softdep"), &read(sys, "modules.alias"));
+    let mut loaded = 0;
+    for rel in index.load_order() {
+        match sys.load_module(&format!("{dir}/{rel}")) {
+            Ok(()) => loaded += 1,
+            Err(e) => report::error(sys, "modules", &format!("{}: {e}", modules::module_name(&rel))),
+        }
+    }
+    report::info(sys, "modules", &format!("loaded {loaded} modules from {dir}"));
+}
+
+/// Candidates after an explicit `console=`.
+const CONSOLES: [&str; 3] = ["/dev/hvc0", "/dev/ttyAMA0", "/dev/ttyS0"];
+
+fn select_console<S: Sys>(sys: &mut S, opts: &Options) {
+    if opts.console_inherit {
+        return;
+    }
+    let chosen = opts.console.iter().map(String::as_str).chain(CONSOLES);
+    for dev in chosen {
+        if sys.exists(dev) && sys.select_console(dev).is_ok() {
+            return;
+        }
+    }
+}
+
+fn wait_devices<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<(), BootError> {
+    let devs = plan::devices(&ctx.opts, ctx.kind);
+    match sys.wait_for_paths(&devs, ctx.opts.device_timeout) {
+        Ok(()) => Ok(()),
+        Err(missing) => fatal(
+            InitFailure::DeviceTimeout,
+            format!(
+                "{missing} did not appear within {} ms",
+                ctx.opts.device_timeout.as_millis()
+            ),
+        ),
+    }
+}
+
+fn mount_root<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<(), BootError> {
+    let lower = ctx.layout.lower();
+    let _ = sys.mkdir_all(&lower);
+    let m = match ctx.kind {
+        BootKind::Direct => Mount::bind("/", &lower, false),
+        BootKind::Initramfs => {
+            let dev = &ctx.opts.root_dev;
+            let head = sys.read_head(dev, fsdetect::HEAD_BYTES);
+            let head = head.or_else(|e| fatal(InitFailure::RootDisk, format!("read {dev}: {e}")))?;
+            let Some(fs) = fsdetect::detect(&head) else {
+                return fatal(
+                    InitFailure::RootDisk,
+                    format!("{dev}: unknown filesystem (no erofs, ext4 or squashfs superblock)"),
+                );
+            };
+            let ro = crate::sys::MountFlags { read_only: true, ..Default::default() };
+            Mount::fs(dev, &lower, fs.name(), ro, fs.ro_data())
+        }
+    };
+    sys.mount(&m)
+        .or_else(|e| fatal(InitFailure::RootDisk, format!("mount {} on {lower}: {e}", m.source)))
+}
+
+fn mount_disks<S: Sys>(sys: &mut S, ctx: &mut Ctx) -> Result<(), BootError> {
+    mount_root(sys, ctx)?;
+    let l = &ctx.layout;
+    let upper = plan::overlay_mount(&ctx.opts, l);
+    let overlayfs = plan::overlayfs_mount(l);
+    let dirs = [l.overlay(), l.overlay() + "/upper", l.overlay() + "/work", l.newroot()];
+    let _ = sys.mkdir_all(&dirs[0]);
+    let failure = InitFailure::OverlayDisk;
+    sys.mount(&upper)
+        .or_else(|e| fatal(failure, format!("mount {} on {}: {e}", upper.source, upper.target)))?;
+    for d in &dirs[1..] {
+        sys.mkdir_all(d).or_else(|e| fatal(failure, format!("mkdir {d}: {e}")))?;
+    }
+    sys.mount(&overlayfs)
+        .or_else(|e| fatal(failure, format!("mount overlay on {}: {e}", overlayfs.target)))?;
+    if ctx.opts.overlay_dev.is_some() {
+        // Reachable after the switch only through an fd: remounted read-only at
+        // power-off so the disk is clean.
+        if let Ok(fd) = sys.open_dir(&l.overlay()) {
+            ctx.shutdown_ro.push(format!("/proc/self/fd/{fd}"));
+        }
+    }
+    Ok(())
+}
+
+fn read_config<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<Config, BootError> {
+    let m = plan::config_mount(&ctx.opts, &ctx.layout);
+    let _ = sys.mkdir_all(&m.target);
+    sys.mount(&m)
+        .or_else(|e| fatal(InitFailure::ConfigDisk, format!("mount {} on {}: {e}", m.source, m.target)))?;
+    let path = format!("{}/config.json", m.target);
+    let bytes = sys.read_file(&path, config::MAX_CONFIG_BYTES);
+    let _ = sys.umount(&m.target, true);
+    let bytes = bytes.or_else(|e| fatal(InitFailure::ConfigDisk, format!("read {path}: {e}")))?;
+    let parsed = config::parse_config(&bytes)
+        .or_else(|e| fatal(InitFailure::ConfigInvalid, format!("{path}: {e}")))?;
+    for key in &parsed.unknown_keys {
+        report::info(sys, "config", &format!("warning: unknown key {key:?} ignored"));
+    }
+    Ok(parsed.config)
+}
+
+fn prepare_newroot<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> Result<(), BootError> {
+    let newroot = ctx.layout.newroot();
+    for (target, link) in plan::DEV_LINKS {
+        let _ = sys.symlink(target, link);
+    }
+    let cgroup = sys.exists("/sys/fs/cgroup/cgroup.controllers");
+    apply_mounts(sys, &plan::newroot_mounts(&newroot, cgroup), InitFailure::SwitchRoot, "newroot")?;
+    if !config.skip_guest_agent() {
+        ctx.agent_installed = install_agent(sys, &newroot);
+    }
+    Ok(())
+}
+
+/// Copy the agent into the new root; a missing agent is one ERROR line.
+fn install_agent<S: Sys>(sys: &mut S, newroot: &str) -> bool {
+    let bytes = match sys.read_file(plan::AGENT_SOURCE, 256 << 20) {
+        Ok(b) => b,
+        Err(e) => {
+            report::error(sys, "agent", &format!("{}: {e}; booting without the agent", plan::AGENT_SOURCE));
+            return false;
+        }
+    };
+    let target = format!("{newroot}{}", plan::AGENT_TARGET);
+    let dir = format!("{newroot}/opt/hypeman");
+    if let Err(e) = sys.mkdir_all(&dir).and_then(|()| sys.write_file(&target, &bytes, 0o755)) {
+        report::error(sys, "agent", &format!("install {target}: {e}; booting without the agent"));
+        return false;
+    }
+    true
+}
+
+fn switch_root<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<(), BootError> {
+    if ctx.kind == BootKind::Initramfs {
+        match sys.free_initramfs() {
+            Ok(bytes) => report::info(sys, "switch", &format!("freed {} KiB of initramfs", bytes / 1024)),
+            Err(e) => report::error(sys, "switch", &format!("initramfs not freed: {e}")),
+        }
+    }
+    let newroot = ctx.layout.newroot();
+    sys.switch_root(&newroot)
+        .or_else(|e| fatal(InitFailure::SwitchRoot, format!("move {newroot} onto /: {e}")))
+}

@@ -1,0 +1,136 @@
+//! What init prints (log lines, sentinels, timings) and how it ends.
+
+use super::{BootError, Ctx};
+use crate::sys::Sys;
+use guest_contract::log::{format_line, Level};
+use guest_contract::sentinel::Sentinel;
+use std::time::Duration;
+
+/// Log an INFO line.
+pub fn info<S: Sys>(sys: &mut S, phase: &str, msg: &str) {
+    let (secs, _) = sys.realtime();
+    sys.console_write(&format_line(secs, Level::Info, phase, msg));
+}
+
+/// Log an ERROR line.
+pub fn error<S: Sys>(sys: &mut S, phase: &str, msg: &str) {
+    let (secs, _) = sys.realtime();
+    sys.console_write(&format_line(secs, Level::Error, phase, msg));
+}
+
+/// Print a sentinel on a line of its own.
+pub fn sentinel<S: Sys>(sys: &mut S, s: &Sentinel) {
+    sys.console_write(&format!("{}\n", s.render()));
+}
+
+/// Time spent per phase, from init's first instruction.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    start: Duration,
+    last: Duration,
+    phases: Vec<(&'static str, Duration)>,
+}
+
+impl Timing {
+    /// Start counting at `start` (CLOCK_BOOTTIME).
+    pub fn new(start: Duration) -> Timing {
+        Timing {
+            start,
+            last: start,
+            phases: Vec::new(),
+        }
+    }
+
+    /// Charge the time since the last mark to `phase` (phases may repeat).
+    pub fn mark(&mut self, phase: &'static str, now: Duration) {
+        let spent = now.saturating_sub(self.last);
+        self.last = now;
+        match self.phases.iter_mut().find(|(p, _)| *p == phase) {
+            Some((_, d)) => *d += spent,
+            None => self.phases.push((phase, spent)),
+        }
+    }
+
+    /// The summary line (without log prefix), e.g.
+    /// `boot 12.345 ms to execve (kernel start to init 800.000 ms): mounts=1.000 ms ...`.
+    pub fn summary(&self, now: Duration) -> String {
+        let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1000.0);
+        let mut s = format!(
+            "init {} to execve (kernel start to init {})",
+            ms(now.saturating_sub(self.start)),
+            ms(self.start)
+        );
+        let parts: Vec<String> = self.phases.iter().map(|(p, d)| format!("{p}={}", ms(*d))).collect();
+        if !parts.is_empty() {
+            s.push_str(": ");
+            s.push_str(&parts.join(" "));
+        }
+        s
+    }
+}
+
+/// A fatal error: one ERROR line, the `init: ` EXIT sentinel, power-off.
+pub fn fail<S: Sys>(sys: &mut S, ctx: &Ctx, e: &BootError) -> (i32, String) {
+    let phase = e.failure.phase();
+    error(sys, phase, &e.detail);
+    if ctx.opts.debug_shell {
+        debug_shell(sys);
+    }
+    let code = e.failure.code();
+    let message = e.failure.message(&e.detail);
+    sentinel(sys, &Sentinel::Exit { code, message: message.clone() });
+    sys.sync();
+    sys.power_off();
+    (code, message)
+}
+
+/// Run /bin/sh from the initramfs on the console when there is one.
+fn debug_shell<S: Sys>(sys: &mut S) {
+    if !sys.exists("/bin/sh") {
+        error(sys, "debug", "debug shell requested but /bin/sh is missing");
+        return;
+    }
+    let spec = crate::sys::SpawnSpec {
+        path: "/bin/sh".into(),
+        argv: vec!["sh".into()],
+        env: vec![("PATH".into(), "/bin:/sbin:/usr/bin:/usr/sbin".into())],
+        workdir: "/".into(),
+        creds: None,
+        readiness_fd: false,
+    };
+    info(sys, "debug", "starting /bin/sh; exit it to power off");
+    if let Ok(child) = sys.spawn(&spec) {
+        while !matches!(sys.next_event(), crate::sys::Event::Exited { pid, .. } if pid == child.pid) {}
+    }
+}
+
+/// Clean power-off after the app exited: stop everything, flush, leave every
+/// disk clean (read-only when busy), power off.
+pub fn shutdown<S: Sys>(sys: &mut S, ctx: &Ctx) {
+    sys.kill_all();
+    sys.sync();
+    for target in std::iter::once("/").chain(ctx.shutdown_ro.iter().map(String::as_str)) {
+        if let Err(e) = sys.remount_ro(target) {
+            error(sys, "shutdown", &format!("remount {target} read-only: {e}"));
+        }
+    }
+    sys.sync();
+    sys.power_off();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timing_summary_sums_repeated_phases() {
+        let mut t = Timing::new(Duration::from_millis(800));
+        t.mark("mounts", Duration::from_millis(801));
+        t.mark("modules", Duration::from_millis(803));
+        t.mark("mounts", Duration::from_millis(804));
+        assert_eq!(
+            t.summary(Duration::from_millis(805)),
+            "init 5.000 ms to execve (kernel start to init 800.000 ms): mounts=2.000 ms modules=2.000 ms"
+        );
+    }
+}

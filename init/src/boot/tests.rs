@@ -1,0 +1,403 @@
+//! Plan/apply tests: the whole boot sequence and every failure path, through
+//! the recording fake.
+
+use super::*;
+use crate::sys::fake::FakeSys;
+use crate::sys::{Event, Readiness, SpawnError};
+
+const MINIMAL: &str = r#"{"entrypoint":null,"cmd":["/bin/app","a b"],"workdir":"/srv","env":{"A":"1"},"network_enabled":false,"init_mode":"exec"}"#;
+const CONFIG: &str = "/mnt/config/config.json";
+
+fn booted(fake: &mut FakeSys) -> (i32, String) {
+    let inputs = Inputs {
+        cmdline_override: Some("console=ttyS0".into()),
+        start: Duration::from_millis(0),
+    };
+    run(fake, &inputs)
+}
+
+fn ready_fake(config: &str) -> FakeSys {
+    let mut f = FakeSys::initramfs();
+    f.file(CONFIG, config.as_bytes());
+    f.file(plan::AGENT_SOURCE, b"\x7fELF agent");
+    f.file("/dev/ttyS0", b"");
+    f.dirs.insert("/srv".into());
+    f.dirs.insert("/".into());
+    f
+}
+
+fn exit_line(fake: &FakeSys) -> &str {
+    let lines: Vec<&str> = fake.console.lines().filter(|l| l.starts_with("HYPEMAN-EXIT ")).collect();
+    assert_eq!(lines.len(), 1, "exactly one EXIT sentinel in:\n{}", fake.console);
+    lines[0]
+}
+
+fn index(fake: &FakeSys, call: &str) -> usize {
+    fake.calls
+        .iter()
+        .position(|c| c.starts_with(call))
+        .unwrap_or_else(|| panic!("no call {call:?} in {:#?}", fake.calls))
+}
+
+#[test]
+fn whole_exec_sequence_in_order() {
+    let mut f = ready_fake(MINIMAL);
+    let (code, msg) = booted(&mut f);
+    assert_eq!((code, msg.as_str()), (0, "success"));
+    let order = [
+        "setup_signals",
+        "mount proc /proc proc",
+        "mount sysfs /sys sysfs",
+        "mount devtmpfs /dev devtmpfs mode=0755",
+        "mount devpts /dev/pts devpts",
+        "mount shm /dev/shm tmpfs mode=1777",
+        "mount tmpfs /run tmpfs",
+        "mount cgroup2 /sys/fs/cgroup cgroup2",
+        "console /dev/ttyS0",
+        "wait /dev/vda,/dev/vdb,/dev/vdc 10000ms",
+        "mount /dev/vda /lower ext4 noload",
+        "mount /dev/vdb /overlay ext4",
+        "mount overlay /overlay/newroot overlay lowerdir=/lower,upperdir=/overlay/upper,workdir=/overlay/work",
+        "open_dir /overlay",
+        "mount /dev/vdc /mnt/config ext4 noload",
+        "umount /mnt/config",
+        "symlink /dev/fd -> /proc/self/fd",
+        "symlink /dev/stderr -> /proc/self/fd/2",
+        "mount /dev /overlay/newroot/dev",
+        "mount /proc /overlay/newroot/proc",
+        "mount /sys /overlay/newroot/sys",
+        "mount tmpfs /overlay/newroot/run tmpfs",
+        "write /overlay/newroot/opt/hypeman/guest-agent 755",
+        "free_initramfs",
+        "switch_root /overlay/newroot",
+        "spawn /opt/hypeman/guest-agent",
+        "wait_ready 50 10000ms",
+        "spawn /bin/app [\"/bin/app\", \"a b\"]",
+        "kill_all",
+        "sync",
+        "remount_ro /",
+        "remount_ro /proc/self/fd/9",
+        "power_off",
+    ];
+    let positions: Vec<usize> = order.iter().map(|c| index(&f, c)).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "order: {:#?}", f.calls);
+    assert_eq!(exit_line(&f), r#"HYPEMAN-EXIT code=0 message="success""#);
+    let start = f.console.find("HYPEMAN-PROGRAM-START ts=").expect("program start");
+    assert!(f.console[start..].starts_with("HYPEMAN-PROGRAM-START ts=2026-02-13T16:26:40.000000005Z mode=exec\n"));
+    assert!(f.console.contains("[hypeman-init:timing] init "), "{}", f.console);
+}
+
+#[test]
+fn app_gets_exact_env_argv_workdir_and_agent_gets_readiness_vars() {
+    let mut f = ready_fake(MINIMAL);
+    booted(&mut f);
+    let app = &f.spawned[1];
+    assert_eq!(app.workdir, "/srv");
+    assert_eq!(app.argv, ["/bin/app", "a b"]);
+    let env: Vec<String> = app.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    assert_eq!(
+        env,
+        ["A=1", "HOME=/root", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+    );
+    let agent = &f.spawned[0];
+    assert!(agent.readiness_fd);
+    assert!(agent.env.contains(&("HYPEMAN_AGENT_READY_FD".into(), "3".into())));
+    assert!(agent
+        .env
+        .contains(&("HYPEMAN_AGENT_READY_FILE".into(), "/run/hypeman/guest-agent-ready".into())));
+}
+
+#[test]
+fn device_wait_is_one_bounded_event_driven_call() {
+    // The seam has no sleep at all: waiting is one call with a deadline, which the
+    // real implementation serves with inotify (see sys::real tests).
+    let mut f = ready_fake(MINIMAL);
+    booted(&mut f);
+    assert_eq!(f.calls_with("wait "), ["wait /dev/vda,/dev/vdb,/dev/vdc 10000ms"]);
+}
+
+fn assert_init_failure(f: &FakeSys, failure: InitFailure, detail_part: &str) {
+    let line = exit_line(f);
+    let expected = format!("HYPEMAN-EXIT code={} message=", failure.code());
+    assert!(line.starts_with(&expected), "{line}");
+    assert!(line.contains(&format!("\"init: {}: ", failure.phase())), "{line}");
+    assert!(line.contains(detail_part), "{line} lacks {detail_part}");
+    let errors: Vec<&str> = f.console.lines().filter(|l| l.contains("[ERROR]")).collect();
+    assert!(errors.iter().any(|l| l.contains(detail_part)), "{errors:?}");
+    assert_eq!(f.calls.last().map(String::as_str), Some("power_off"));
+    assert!(f.calls.iter().rev().take(3).any(|c| c == "sync"));
+    assert!(!f.calls.iter().any(|c| c.starts_with("spawn /bin/app")));
+}
+
+#[test]
+fn missing_config_disk_names_the_device() {
+    let mut f = ready_fake(MINIMAL);
+    f.never_appear.insert("/dev/vdc".into());
+    booted(&mut f);
+    assert_init_failure(&f, InitFailure::DeviceTimeout, "/dev/vdc did not appear within 10000 ms");
+}
+
+#[test]
+fn garbage_root_disk() {
+    let mut f = ready_fake(MINIMAL);
+    f.file("/dev/vda", &[0xAB; 4096]);
+    booted(&mut f);
+    assert_init_failure(&f, InitFailure::RootDisk, "/dev/vda: unknown filesystem");
+}
+
+#[test]
+fn corrupt_config_json() {
+    let mut f = ready_fake("{\"cmd\": [");
+    booted(&mut f);
+    assert_init_failure(&f, InitFailure::ConfigInvalid, "config.json");
+}
+
+#[test]
+fn config_file_missing_on_the_disk() {
+    let mut f = ready_fake(MINIMAL);
+    f.files.remove(CONFIG);
+    booted(&mut f);
+    assert_init_failure(&f, InitFailure::ConfigDisk, "read /mnt/config/config.json");
+}
+
+#[test]
+fn config_disk_that_does_not_mount() {
+    let mut f = ready_fake(MINIMAL);
+    f.failing_mounts.insert("/mnt/config".into(), libc::EINVAL);
+    booted(&mut f);
+    assert_init_failure(&f, InitFailure::ConfigDisk, "mount /dev/vdc on /mnt/config");
+}
+
+#[test]
+fn overlay_disk_that_does_not_mount() {
+    let mut f = ready_fake(MINIMAL);
+    f.failing_mounts.insert("/overlay".into(), libc::EINVAL);
+    booted(&mut f);
+    assert_init_failure(&f, InitFailure::OverlayDisk, "mount /dev/vdb on /overlay");
+}
+
+#[test]
+fn early_mount_failure() {
+    let mut f = ready_fake(MINIMAL);
+    f.failing_mounts.insert("/proc".into(), libc::EPERM);
+    booted(&mut f);
+    assert_init_failure(&f, InitFailure::EarlyMount, "mount proc on /proc");
+}
+
+#[test]
+fn optional_early_mount_failure_is_only_logged() {
+    let mut f = ready_fake(MINIMAL);
+    f.failing_mounts.insert("/sys/fs/cgroup".into(), libc::ENODEV);
+    let (code, _) = booted(&mut f);
+    assert_eq!(code, 0);
+    assert!(f.console.contains("[ERROR] [hypeman-init:mounts] mount cgroup2 on /sys/fs/cgroup"));
+}
+
+#[test]
+fn newroot_mount_failure() {
+    let mut f = ready_fake(MINIMAL);
+    f.failing_mounts.insert("/overlay/newroot/proc".into(), libc::ENOENT);
+    booted(&mut f);
+    assert_init_failure(&f, InitFailure::SwitchRoot, "/overlay/newroot/proc");
+}
+
+#[test]
+fn missing_workdir_is_an_init_failure() {
+    let mut f = ready_fake(MINIMAL);
+    f.dirs.remove("/srv");
+    booted(&mut f);
+    assert_init_failure(&f, InitFailure::Workdir, "workdir /srv does not exist");
+}
+
+#[test]
+fn empty_argv_is_an_init_failure() {
+    let mut f = ready_fake(r#"{"cmd":null,"entrypoint":[]}"#);
+    booted(&mut f);
+    assert_init_failure(&f, InitFailure::ConfigInvalid, "entrypoint and cmd are both empty");
+}
+
+#[test]
+fn unknown_user_is_an_init_failure() {
+    let mut f = ready_fake(r#"{"cmd":["/bin/app"],"user":"ghost"}"#);
+    f.file("/etc/passwd", b"root:x:0:0::/root:/bin/sh\n");
+    booted(&mut f);
+    assert_init_failure(&f, InitFailure::User, "unknown user");
+}
+
+#[test]
+fn user_credentials_and_home() {
+    let mut f = ready_fake(r#"{"cmd":["/bin/app"],"user":"app"}"#);
+    f.file("/etc/passwd", b"app:x:1000:1001::/home/app:/bin/sh\n");
+    f.file("/etc/group", b"app:x:1001:\nwheel:x:10:app\n");
+    booted(&mut f);
+    let app = &f.spawned[1];
+    let creds = app.creds.clone().expect("credentials");
+    assert_eq!((creds.uid, creds.gid, creds.groups), (1000, 1001, vec![1001, 10]));
+    assert!(app.env.contains(&("HOME".into(), "/home/app".into())));
+}
+
+#[test]
+fn exec_not_found_is_127_and_not_executable_is_126() {
+    for (errno, code, msg) in [
+        (libc::ENOENT, 127, "command not found"),
+        (libc::ENOTDIR, 127, "command not found"),
+        (libc::EACCES, 126, "permission denied (command not executable)"),
+        (libc::ENOEXEC, 126, "permission denied (command not executable)"),
+        (libc::EISDIR, 126, "permission denied (command not executable)"),
+    ] {
+        let mut f = ready_fake(MINIMAL);
+        f.spawn_results.insert("/bin/app".into(), SpawnError::Exec(errno));
+        assert_eq!(booted(&mut f), (code, msg.to_string()));
+        assert_eq!(exit_line(&f), format!("HYPEMAN-EXIT code={code} message=\"{msg}\""));
+        assert!(!f.console.contains("HYPEMAN-PROGRAM-START"));
+        assert_eq!(f.calls.last().map(String::as_str), Some("power_off"));
+    }
+}
+
+#[test]
+fn program_is_resolved_on_the_app_path() {
+    let mut f = ready_fake(r#"{"cmd":["app"],"env":{"PATH":"/opt/bin:/usr/bin"}}"#);
+    f.file("/usr/bin/app", b"");
+    booted(&mut f);
+    assert_eq!(f.spawned[1].path, "/usr/bin/app");
+    assert_eq!(f.spawned[1].argv, ["app"]);
+}
+
+#[test]
+fn signals_are_forwarded_and_orphans_reaped() {
+    let mut f = ready_fake(MINIMAL);
+    let app = 102; // agent is 101
+    f.events.extend([
+        Event::Signal(libc::SIGTERM),
+        Event::Exited { pid: 555, code: 0 },
+        Event::Signal(libc::SIGHUP),
+        Event::Signal(libc::SIGQUIT),
+        Event::Signal(libc::SIGINT),
+        Event::Signal(libc::SIGUSR1),
+        Event::Exited { pid: app, code: 143 },
+    ]);
+    booted(&mut f);
+    assert_eq!(
+        f.calls_with("kill "),
+        ["kill 102 15", "kill 102 1", "kill 102 3", "kill 102 2"]
+    );
+    assert_eq!(exit_line(&f), r#"HYPEMAN-EXIT code=143 message="killed by signal 15 (terminated)""#);
+}
+
+#[test]
+fn oom_is_judged_from_the_kernel_log() {
+    let mut f = ready_fake(MINIMAL);
+    f.events.push_back(Event::Exited { pid: 102, code: 137 });
+    f.kmsg.push("Out of memory: Killed process 102 (app)".into());
+    booted(&mut f);
+    assert_eq!(exit_line(&f), r#"HYPEMAN-EXIT code=137 message="killed by signal 9 (killed) - OOM""#);
+    let mut g = ready_fake(MINIMAL);
+    g.events.push_back(Event::Exited { pid: 102, code: 137 });
+    booted(&mut g);
+    assert_eq!(exit_line(&g), r#"HYPEMAN-EXIT code=137 message="killed by signal 9 (killed)""#);
+}
+
+#[test]
+fn missing_agent_is_one_error_line_and_boot_goes_on() {
+    let mut f = ready_fake(MINIMAL);
+    f.files.remove(plan::AGENT_SOURCE);
+    assert_eq!(booted(&mut f).0, 0);
+    let errors: Vec<&str> = f.console.lines().filter(|l| l.contains("[ERROR]")).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("[hypeman-init:agent] /usr/local/bin/guest-agent"));
+    assert_eq!(f.spawned.len(), 1);
+}
+
+#[test]
+fn agent_timeout_is_one_error_line_and_boot_goes_on() {
+    let mut f = ready_fake(MINIMAL);
+    f.readiness = Some(Readiness::TimedOut);
+    assert_eq!(booted(&mut f).0, 0);
+    assert!(f.console.contains("[ERROR] [hypeman-init:agent] guest agent not ready within 10000 ms"));
+}
+
+#[test]
+fn skip_guest_agent() {
+    let mut f = ready_fake(r#"{"cmd":["/bin/app"],"skip_guest_agent":true}"#);
+    booted(&mut f);
+    assert!(f.calls_with("write ").is_empty());
+    assert_eq!(f.spawned.len(), 1);
+}
+
+#[test]
+fn unknown_config_keys_are_visible_in_the_log() {
+    let mut f = ready_fake(r#"{"cmd":["/bin/app"],"entrypiont":["x"]}"#);
+    booted(&mut f);
+    assert!(f.console.contains("[hypeman-init:config] warning: unknown key \"entrypiont\""), "{}", f.console);
+}
+
+#[test]
+fn tmpfs_overlay_uses_vdb_for_config() {
+    let mut f = ready_fake(MINIMAL);
+    let inputs = Inputs {
+        cmdline_override: Some("hypeman.overlay=tmpfs".into()),
+        start: Duration::ZERO,
+    };
+    run(&mut f, &inputs);
+    index(&f, "wait /dev/vda,/dev/vdb 10000ms");
+    index(&f, "mount tmpfs /overlay tmpfs");
+    index(&f, "mount /dev/vdb /mnt/config ext4");
+    assert!(f.calls_with("open_dir").is_empty());
+}
+
+#[test]
+fn direct_boot_binds_the_image_root() {
+    let mut f = ready_fake(MINIMAL);
+    f.root_magic = 0xEF53;
+    f.files.remove("/dev/vda");
+    f.files.insert("/run/.hypeman/mnt/config/config.json".into(), MINIMAL.into());
+    assert_eq!(booted(&mut f).0, 0);
+    index(&f, "wait /dev/vdb,/dev/vdc 10000ms");
+    index(&f, "mount / /run/.hypeman/lower");
+    index(&f, "mount overlay /run/.hypeman/overlay/newroot overlay lowerdir=/run/.hypeman/lower,");
+    index(&f, "switch_root /run/.hypeman/overlay/newroot");
+    assert!(f.calls_with("free_initramfs").is_empty());
+}
+
+#[test]
+fn modules_load_in_dependency_order() {
+    let mut f = ready_fake(MINIMAL);
+    let dir = "/lib/modules/6.1.0-test";
+    f.file(&format!("{dir}/modules.dep"), b"kernel/ext4.ko: kernel/jbd2.ko\nkernel/jbd2.ko:\nkernel/crc32c_generic.ko:\n");
+    f.file(&format!("{dir}/modules.softdep"), b"softdep ext4 pre: crc32c\n");
+    f.file(&format!("{dir}/modules.alias"), b"alias crc32c crc32c_generic\n");
+    booted(&mut f);
+    let loads = f.calls_with("load_module");
+    assert_eq!(
+        loads,
+        [
+            "load_module /lib/modules/6.1.0-test/kernel/crc32c_generic.ko",
+            "load_module /lib/modules/6.1.0-test/kernel/jbd2.ko",
+            "load_module /lib/modules/6.1.0-test/kernel/ext4.ko",
+        ]
+    );
+    assert!(index(&f, "load_module") < index(&f, "console "));
+}
+
+#[test]
+fn modules_off_loads_nothing() {
+    let mut f = ready_fake(MINIMAL);
+    f.file("/lib/modules/6.1.0-test/modules.dep", b"kernel/ext4.ko:\n");
+    let inputs = Inputs {
+        cmdline_override: Some("hypeman.modules=0".into()),
+        start: Duration::ZERO,
+    };
+    run(&mut f, &inputs);
+    assert!(f.calls_with("load_module").is_empty());
+}
+
+#[test]
+fn inherit_console_keeps_fds() {
+    let mut f = ready_fake(MINIMAL);
+    let inputs = Inputs {
+        cmdline_override: Some("hypeman.console=inherit console=ttyS0".into()),
+        start: Duration::ZERO,
+    };
+    run(&mut f, &inputs);
+    assert!(f.calls_with("console ").is_empty());
+}

@@ -1,0 +1,221 @@
+//! A recording fake of [`Sys`] for plan/apply tests: an in-memory file table,
+//! scripted children and events, and a log of every effect.
+
+use super::{Child, Event, Mount, Readiness, SpawnError, SpawnSpec, Sys};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io;
+use std::time::Duration;
+
+/// The fake system.
+#[derive(Default)]
+pub struct FakeSys {
+    /// Every effect, in order, as a short text.
+    pub calls: Vec<String>,
+    /// Console output.
+    pub console: String,
+    /// Files and devices with their contents.
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// Directories.
+    pub dirs: BTreeSet<String>,
+    /// statfs magic of "/".
+    pub root_magic: i64,
+    /// Mount targets whose mount fails with this errno.
+    pub failing_mounts: BTreeMap<String, i32>,
+    /// Devices that never appear during the wait.
+    pub never_appear: BTreeSet<String>,
+    /// Result of each spawn, by path (default: running with the next pid).
+    pub spawn_results: BTreeMap<String, SpawnError>,
+    /// Readiness outcome of the agent.
+    pub readiness: Option<Readiness>,
+    /// Events returned by next_event, in order (then: the app exits 0).
+    pub events: VecDeque<Event>,
+    /// Kernel log lines.
+    pub kmsg: Vec<String>,
+    /// Spawned specs.
+    pub spawned: Vec<SpawnSpec>,
+    /// Fake clock (ms), advanced by each boottime() read.
+    pub clock_ms: std::cell::Cell<u64>,
+    next_pid: i32,
+}
+
+impl FakeSys {
+    /// A fake initramfs boot with all three disks present.
+    pub fn initramfs() -> FakeSys {
+        let mut f = FakeSys {
+            root_magic: super::RAMFS_MAGIC,
+            next_pid: 100,
+            ..FakeSys::default()
+        };
+        for dev in ["/dev/vda", "/dev/vdb", "/dev/vdc"] {
+            f.files.insert(dev.into(), Vec::new());
+        }
+        f.files.insert("/dev/vda".into(), ext4_head());
+        f
+    }
+
+    /// Put a file (a config.json on the config mount, /etc/passwd in the root…).
+    pub fn file(&mut self, path: &str, data: &[u8]) -> &mut Self {
+        self.files.insert(path.into(), data.to_vec());
+        self
+    }
+
+    fn record(&mut self, call: String) {
+        self.calls.push(call);
+    }
+
+    /// Calls starting with `prefix`.
+    pub fn calls_with(&self, prefix: &str) -> Vec<&str> {
+        self.calls
+            .iter()
+            .filter(|c| c.starts_with(prefix))
+            .map(String::as_str)
+            .collect()
+    }
+}
+
+/// 2048 bytes with the ext4 superblock magic.
+pub fn ext4_head() -> Vec<u8> {
+    let mut b = vec![0u8; 2048];
+    b[1024 + 0x38] = 0x53;
+    b[1024 + 0x39] = 0xEF;
+    b
+}
+
+fn enoent() -> io::Error {
+    io::Error::from_raw_os_error(libc::ENOENT)
+}
+
+impl Sys for FakeSys {
+    fn boottime(&self) -> Duration {
+        let now = self.clock_ms.get() + 1;
+        self.clock_ms.set(now);
+        Duration::from_millis(now)
+    }
+    fn realtime(&self) -> (i64, u32) {
+        (1_771_000_000, 5)
+    }
+    fn getpid(&self) -> i32 {
+        1
+    }
+    fn console_write(&mut self, text: &str) {
+        self.console.push_str(text);
+    }
+    fn select_console(&mut self, path: &str) -> io::Result<()> {
+        self.record(format!("console {path}"));
+        Ok(())
+    }
+    fn exists(&self, path: &str) -> bool {
+        self.files.contains_key(path) || self.dirs.contains(path)
+    }
+    fn is_dir(&self, path: &str) -> bool {
+        self.dirs.contains(path)
+    }
+    fn mkdir_all(&mut self, path: &str) -> io::Result<()> {
+        self.dirs.insert(path.into());
+        Ok(())
+    }
+    fn read_file(&self, path: &str, limit: usize) -> io::Result<Vec<u8>> {
+        let data = self.files.get(path).ok_or_else(enoent)?;
+        if data.len() > limit {
+            return Err(io::Error::other(format!("larger than {limit} bytes")));
+        }
+        Ok(data.clone())
+    }
+    fn read_head(&self, path: &str, len: usize) -> io::Result<Vec<u8>> {
+        let data = self.files.get(path).ok_or_else(enoent)?;
+        Ok(data[..len.min(data.len())].to_vec())
+    }
+    fn write_file(&mut self, path: &str, data: &[u8], mode: u32) -> io::Result<()> {
+        self.record(format!("write {path} {mode:o}"));
+        self.files.insert(path.into(), data.to_vec());
+        Ok(())
+    }
+    fn symlink(&mut self, target: &str, link: &str) -> io::Result<()> {
+        self.record(format!("symlink {link} -> {target}"));
+        Ok(())
+    }
+    fn statfs_magic(&self, _path: &str) -> io::Result<i64> {
+        Ok(self.root_magic)
+    }
+    fn open_dir(&mut self, path: &str) -> io::Result<i32> {
+        self.record(format!("open_dir {path}"));
+        Ok(9)
+    }
+    fn mount(&mut self, m: &Mount) -> io::Result<()> {
+        self.record(format!("mount {} {} {} {}", m.source, m.target, m.fstype, m.data));
+        match self.failing_mounts.get(&m.target) {
+            Some(errno) => Err(io::Error::from_raw_os_error(*errno)),
+            None => Ok(()),
+        }
+    }
+    fn umount(&mut self, target: &str, _detach: bool) -> io::Result<()> {
+        self.record(format!("umount {target}"));
+        Ok(())
+    }
+    fn remount_ro(&mut self, target: &str) -> io::Result<()> {
+        self.record(format!("remount_ro {target}"));
+        Ok(())
+    }
+    fn free_initramfs(&mut self) -> io::Result<u64> {
+        self.record("free_initramfs".into());
+        Ok(4096)
+    }
+    fn switch_root(&mut self, newroot: &str) -> io::Result<()> {
+        self.record(format!("switch_root {newroot}"));
+        Ok(())
+    }
+    fn kernel_release(&self) -> String {
+        "6.1.0-test".into()
+    }
+    fn load_module(&mut self, path: &str) -> io::Result<()> {
+        self.record(format!("load_module {path}"));
+        Ok(())
+    }
+    fn wait_for_paths(&mut self, paths: &[String], timeout: Duration) -> Result<(), String> {
+        self.record(format!("wait {} {}ms", paths.join(","), timeout.as_millis()));
+        match paths.iter().find(|p| self.never_appear.contains(*p)) {
+            Some(p) => Err(p.clone()),
+            None => Ok(()),
+        }
+    }
+    fn setup_signals(&mut self) -> io::Result<()> {
+        self.record("setup_signals".into());
+        Ok(())
+    }
+    fn spawn(&mut self, spec: &SpawnSpec) -> Result<Child, SpawnError> {
+        self.record(format!("spawn {} {:?}", spec.path, spec.argv));
+        self.spawned.push(spec.clone());
+        if let Some(e) = self.spawn_results.get(&spec.path) {
+            return Err(e.clone());
+        }
+        self.next_pid += 1;
+        let ready_fd = spec.readiness_fd.then_some(50);
+        Ok(Child { pid: self.next_pid, ready_fd })
+    }
+    fn wait_ready(&mut self, fd: i32, timeout: Duration) -> Readiness {
+        self.record(format!("wait_ready {fd} {}ms", timeout.as_millis()));
+        self.readiness.unwrap_or(Readiness::Ready)
+    }
+    fn next_event(&mut self) -> Event {
+        self.events.pop_front().unwrap_or(Event::Exited {
+            pid: self.next_pid,
+            code: 0,
+        })
+    }
+    fn kill(&mut self, pid: i32, sig: i32) -> io::Result<()> {
+        self.record(format!("kill {pid} {sig}"));
+        Ok(())
+    }
+    fn kill_all(&mut self) {
+        self.record("kill_all".into());
+    }
+    fn kmsg_since(&mut self, _since: Duration) -> Vec<String> {
+        self.kmsg.clone()
+    }
+    fn sync(&mut self) {
+        self.record("sync".into());
+    }
+    fn power_off(&mut self) {
+        self.record("power_off".into());
+    }
+}

@@ -1,0 +1,221 @@
+//! The system-call seam of `init`.
+//!
+//! Every effect of the boot path goes through [`Sys`]. The real implementation
+//! ([`real::RealSys`]) holds all the `unsafe`; the recording fake (`fake`, tests
+//! only) lets the whole boot sequence run without a VM.
+
+pub mod real;
+
+#[cfg(test)]
+pub mod fake;
+
+use std::io;
+use std::time::Duration;
+
+/// Filesystem magic of ramfs (statfs f_type).
+pub const RAMFS_MAGIC: i64 = 0x8584_58f6;
+/// Filesystem magic of tmpfs (statfs f_type).
+pub const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+/// One mount(2) call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// Source (device, or a name for virtual filesystems).
+    pub source: String,
+    /// Mount point.
+    pub target: String,
+    /// Filesystem type; empty for bind and move mounts.
+    pub fstype: String,
+    /// Mount flags.
+    pub flags: MountFlags,
+    /// Filesystem-specific options.
+    pub data: String,
+}
+
+/// The subset of mount flags `init` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MountFlags {
+    /// MS_RDONLY
+    pub read_only: bool,
+    /// MS_NOSUID | MS_NODEV
+    pub nosuid_nodev: bool,
+    /// MS_NOEXEC
+    pub noexec: bool,
+    /// MS_BIND
+    pub bind: bool,
+    /// MS_REC
+    pub recursive: bool,
+}
+
+impl Mount {
+    /// A mount of a filesystem of type `fstype`.
+    pub fn fs(source: &str, target: &str, fstype: &str, flags: MountFlags, data: &str) -> Self {
+        Mount {
+            source: source.to_string(),
+            target: target.to_string(),
+            fstype: fstype.to_string(),
+            flags,
+            data: data.to_string(),
+        }
+    }
+
+    /// A bind mount (recursive when `recursive`).
+    pub fn bind(source: &str, target: &str, recursive: bool) -> Self {
+        let flags = MountFlags {
+            bind: true,
+            recursive,
+            ..MountFlags::default()
+        };
+        Mount::fs(source, target, "", flags, "")
+    }
+}
+
+/// What to run in a child process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnSpec {
+    /// Path of the executable (already resolved).
+    pub path: String,
+    /// Full argv, argv[0] included.
+    pub argv: Vec<String>,
+    /// Exact environment.
+    pub env: Vec<(String, String)>,
+    /// Working directory.
+    pub workdir: String,
+    /// Credentials to switch to, if any.
+    pub creds: Option<Credentials>,
+    /// Hand the child the write end of a readiness pipe as fd 3.
+    pub readiness_fd: bool,
+}
+
+/// Numeric credentials for a child.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+/// A started child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Child {
+    /// Process id.
+    pub pid: i32,
+    /// Read end of the readiness pipe, when one was asked for.
+    pub ready_fd: Option<i32>,
+}
+
+/// How waiting for a readiness byte ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// The byte arrived.
+    Ready,
+    /// The child closed the pipe (usually: it died) without writing.
+    Closed,
+    /// The deadline passed.
+    TimedOut,
+}
+
+/// Something the supervisor loop must react to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A signal delivered to PID 1.
+    Signal(i32),
+    /// A child changed state: pid and wait status, already decoded into an exit code
+    /// (a process killed by signal N reports 128 + N).
+    Exited { pid: i32, code: i32 },
+}
+
+/// The system-call seam.
+pub trait Sys {
+    /// CLOCK_BOOTTIME now.
+    fn boottime(&self) -> Duration;
+    /// CLOCK_REALTIME now, as (seconds, nanoseconds).
+    fn realtime(&self) -> (i64, u32);
+    /// Our own pid.
+    fn getpid(&self) -> i32;
+    /// Write one already formatted line (with its newline) to the console.
+    fn console_write(&mut self, text: &str);
+    /// Make `path` our stdout and stderr.
+    fn select_console(&mut self, path: &str) -> io::Result<()>;
+
+    /// Whether a path exists (without following a final symlink).
+    fn exists(&self, path: &str) -> bool;
+    /// Whether a path is a directory (following symlinks).
+    fn is_dir(&self, path: &str) -> bool;
+    /// `mkdir -p` with mode 0755.
+    fn mkdir_all(&mut self, path: &str) -> io::Result<()>;
+    /// Read a whole file, refusing more than `limit` bytes.
+    fn read_file(&self, path: &str, limit: usize) -> io::Result<Vec<u8>>;
+    /// Read the first `len` bytes of a file or device (fewer if it is shorter).
+    fn read_head(&self, path: &str, len: usize) -> io::Result<Vec<u8>>;
+    /// Atomically create or replace a file with `data` and `mode`.
+    fn write_file(&mut self, path: &str, data: &[u8], mode: u32) -> io::Result<()>;
+    /// Create a symlink; an existing entry is left alone.
+    fn symlink(&mut self, target: &str, link: &str) -> io::Result<()>;
+    /// statfs(2) f_type of the filesystem holding `path`.
+    fn statfs_magic(&self, path: &str) -> io::Result<i64>;
+    /// Open a directory as an O_PATH, close-on-exec descriptor kept for the life of
+    /// init; returns the raw fd.
+    fn open_dir(&mut self, path: &str) -> io::Result<i32>;
+
+    /// mount(2).
+    fn mount(&mut self, m: &Mount) -> io::Result<()>;
+    /// umount2(2), lazily when `detach`.
+    fn umount(&mut self, target: &str, detach: bool) -> io::Result<()>;
+    /// Remount a mount point read-only.
+    fn remount_ro(&mut self, target: &str) -> io::Result<()>;
+    /// Delete the initramfs contents under `/` without crossing mount points;
+    /// returns the bytes freed.
+    fn free_initramfs(&mut self) -> io::Result<u64>;
+    /// chdir(newroot); mount(newroot, "/", MS_MOVE); chroot("."); chdir("/").
+    fn switch_root(&mut self, newroot: &str) -> io::Result<()>;
+
+    /// uname -r.
+    fn kernel_release(&self) -> String;
+    /// finit_module(2) of an uncompressed or kernel-decompressible module file.
+    fn load_module(&mut self, path: &str) -> io::Result<()>;
+    /// Wait until every path exists, without fixed sleeps; on timeout, the first
+    /// missing path.
+    fn wait_for_paths(&mut self, paths: &[String], timeout: Duration) -> Result<(), String>;
+
+    /// Block the signals init handles and route them to [`Sys::next_event`].
+    fn setup_signals(&mut self) -> io::Result<()>;
+    /// Fork and exec; an exec failure comes back as its errno.
+    fn spawn(&mut self, spec: &SpawnSpec) -> Result<Child, SpawnError>;
+    /// Wait for one byte on a readiness pipe (and close it).
+    fn wait_ready(&mut self, fd: i32, timeout: Duration) -> Readiness;
+    /// Block until a signal arrives or a child exits.
+    fn next_event(&mut self) -> Event;
+    /// kill(2).
+    fn kill(&mut self, pid: i32, sig: i32) -> io::Result<()>;
+    /// SIGKILL every process but ourselves and reap them.
+    fn kill_all(&mut self);
+    /// Kernel log messages recorded at or after `since` (CLOCK_BOOTTIME).
+    fn kmsg_since(&mut self, since: Duration) -> Vec<String>;
+    /// sync(2).
+    fn sync(&mut self);
+    /// reboot(RB_POWER_OFF). Returns only in the fake, or when not PID 1.
+    fn power_off(&mut self);
+}
+
+/// Why a child could not be started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpawnError {
+    /// fork or pipe creation failed.
+    #[error("cannot start process: {0}")]
+    Fork(String),
+    /// The child could not set itself up (chdir, credentials).
+    #[error("{step}: {errno_text}")]
+    Setup {
+        /// What failed.
+        step: String,
+        /// strerror of the errno.
+        errno_text: String,
+    },
+    /// execve failed with this errno.
+    #[error("exec failed: errno {0}")]
+    Exec(i32),
+}

@@ -1,0 +1,695 @@
+//! The real system calls. All of init's `unsafe` lives here.
+
+use super::{Child, Event, Mount, Readiness, SpawnError, SpawnSpec, Sys};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::mount::{MntFlags, MsFlags};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Signals PID 1 handles (forwarded to the app, or SIGCHLD for reaping).
+pub const HANDLED_SIGNALS: [Signal; 5] = [
+    Signal::SIGCHLD,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGINT,
+];
+
+/// The real system.
+#[derive(Default)]
+pub struct RealSys {
+    signal_fd: Option<SignalFd>,
+}
+
+fn errno_io(e: Errno) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+fn mount_flags(m: &Mount) -> MsFlags {
+    let mut f = MsFlags::empty();
+    f.set(MsFlags::MS_RDONLY, m.flags.read_only);
+    f.set(MsFlags::MS_NOSUID | MsFlags::MS_NODEV, m.flags.nosuid_nodev);
+    f.set(MsFlags::MS_NOEXEC, m.flags.noexec);
+    f.set(MsFlags::MS_BIND, m.flags.bind);
+    f.set(MsFlags::MS_REC, m.flags.recursive);
+    f
+}
+
+fn opt(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+impl Sys for RealSys {
+    fn boottime(&self) -> Duration {
+        let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME);
+        ts.map(Duration::from).unwrap_or_default()
+    }
+
+    fn realtime(&self) -> (i64, u32) {
+        match nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME) {
+            Ok(ts) => (ts.tv_sec(), u32::try_from(ts.tv_nsec()).unwrap_or(0)),
+            Err(_) => (0, 0),
+        }
+    }
+
+    fn getpid(&self) -> i32 {
+        nix::unistd::getpid().as_raw()
+    }
+
+    fn console_write(&mut self, text: &str) {
+        let mut out = io::stdout().lock();
+        // Nothing sensible can be done when the console itself fails.
+        let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    }
+
+    fn select_console(&mut self, path: &str) -> io::Result<()> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(path)?;
+        nix::unistd::dup2_stdout(&file).map_err(errno_io)?;
+        nix::unistd::dup2_stderr(&file).map_err(errno_io)?;
+        Ok(())
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        fs::symlink_metadata(path).is_ok()
+    }
+
+    fn is_dir(&self, path: &str) -> bool {
+        Path::new(path).is_dir()
+    }
+
+    fn mkdir_all(&mut self, path: &str) -> io::Result<()> {
+        fs::DirBuilder::new().recursive(true).mode(0o755).create(path)
+    }
+
+    fn read_file(&self, path: &str, limit: usize) -> io::Result<Vec<u8>> {
+        let file = fs::File::open(path)?;
+        let mut buf = Vec::new();
+        let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+        file.take(cap).read_to_end(&mut buf)?;
+        if buf.len() > limit {
+            return Err(io::Error::other(format!("larger than {limit} bytes")));
+        }
+        Ok(buf)
+    }
+
+    fn read_head(&self, path: &str, len: usize) -> io::Result<Vec<u8>> {
+        let file = fs::File::open(path)?;
+        let mut buf = Vec::with_capacity(len);
+        file.take(u64::try_from(len).unwrap_or(u64::MAX))
+            .read_to_end(&mut buf)?;
+        Ok(buf)
+    }
+
+    fn write_file(&mut self, path: &str, data: &[u8], mode: u32) -> io::Result<()> {
+        let tmp = format!("{path}.tmp-init");
+        {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(mode)
+                .open(&tmp)?;
+            f.write_all(data)?;
+            f.set_permissions(fs::Permissions::from_mode(mode))?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, path)
+    }
+
+    fn symlink(&mut self, target: &str, link: &str) -> io::Result<()> {
+        match std::os::unix::fs::symlink(target, link) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            r => r,
+        }
+    }
+
+    fn statfs_magic(&self, path: &str) -> io::Result<i64> {
+        let st = nix::sys::statfs::statfs(path).map_err(errno_io)?;
+        #[allow(clippy::unnecessary_cast)]
+        Ok(st.filesystem_type().0 as i64)
+    }
+
+    fn open_dir(&mut self, path: &str) -> io::Result<i32> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(path)?;
+        Ok(std::os::fd::IntoRawFd::into_raw_fd(file))
+    }
+
+    fn mount(&mut self, m: &Mount) -> io::Result<()> {
+        nix::mount::mount(
+            opt(&m.source),
+            m.target.as_str(),
+            opt(&m.fstype),
+            mount_flags(m),
+            opt(&m.data),
+        )
+        .map_err(errno_io)
+    }
+
+    fn umount(&mut self, target: &str, detach: bool) -> io::Result<()> {
+        let flags = if detach {
+            MntFlags::MNT_DETACH
+        } else {
+            MntFlags::empty()
+        };
+        nix::mount::umount2(target, flags).map_err(errno_io)
+    }
+
+    fn remount_ro(&mut self, target: &str) -> io::Result<()> {
+        let flags = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+            .map_err(errno_io)
+    }
+
+    fn free_initramfs(&mut self) -> io::Result<u64> {
+        let magic = self.statfs_magic("/")?;
+        if magic != super::RAMFS_MAGIC && magic != super::TMPFS_MAGIC {
+            return Err(io::Error::other("root is not ramfs or tmpfs; nothing deleted"));
+        }
+        let root_dev = fs::symlink_metadata("/")?.dev();
+        Ok(remove_children(Path::new("/"), root_dev))
+    }
+
+    fn switch_root(&mut self, newroot: &str) -> io::Result<()> {
+        nix::unistd::chdir(newroot).map_err(errno_io)?;
+        nix::mount::mount(
+            Some("."),
+            "/",
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .map_err(errno_io)?;
+        nix::unistd::chroot(".").map_err(errno_io)?;
+        nix::unistd::chdir("/").map_err(errno_io)
+    }
+
+    fn kernel_release(&self) -> String {
+        nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    fn load_module(&mut self, path: &str) -> io::Result<()> {
+        let file = fs::File::open(path)?;
+        let mut flags = nix::kmod::ModuleInitFlags::empty();
+        if path.ends_with(".xz") || path.ends_with(".zst") || path.ends_with(".gz") {
+            // MODULE_INIT_COMPRESSED_FILE: the kernel decompresses.
+            flags = nix::kmod::ModuleInitFlags::from_bits_retain(4);
+        }
+        let params = CString::default();
+        match nix::kmod::finit_module(&file, &params, flags) {
+            Ok(()) | Err(Errno::EEXIST) => Ok(()),
+            Err(e) => Err(errno_io(e)),
+        }
+    }
+
+    fn wait_for_paths(&mut self, paths: &[String], timeout: Duration) -> Result<(), String> {
+        wait_for_paths(paths, timeout)
+    }
+
+    fn setup_signals(&mut self) -> io::Result<()> {
+        let mut set = SigSet::empty();
+        for s in HANDLED_SIGNALS {
+            set.add(s);
+        }
+        set.thread_block().map_err(errno_io)?;
+        let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC).map_err(errno_io)?;
+        self.signal_fd = Some(sfd);
+        Ok(())
+    }
+
+    fn spawn(&mut self, spec: &SpawnSpec) -> Result<Child, SpawnError> {
+        spawn::spawn(spec)
+    }
+
+    fn wait_ready(&mut self, fd: i32, timeout: Duration) -> Readiness {
+        // SAFETY: `fd` is the read end of a pipe created by `spawn` and handed to us
+        // exactly once; taking ownership here closes it when we are done.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        wait_byte(&owned, timeout)
+    }
+
+    fn next_event(&mut self) -> Event {
+        loop {
+            if let Some(ev) = reap_one() {
+                return ev;
+            }
+            let Some(sfd) = &self.signal_fd else {
+                // Signals were never set up: fall back to a blocking wait.
+                return blocking_wait();
+            };
+            match sfd.read_signal() {
+                Ok(Some(info)) if info.ssi_signo != libc::SIGCHLD as u32 => {
+                    return Event::Signal(i32::try_from(info.ssi_signo).unwrap_or(0));
+                }
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(_) => return blocking_wait(),
+            }
+        }
+    }
+
+    fn kill(&mut self, pid: i32, sig: i32) -> io::Result<()> {
+        let sig = Signal::try_from(sig).map_err(errno_io)?;
+        nix::sys::signal::kill(Pid::from_raw(pid), sig).map_err(errno_io)
+    }
+
+    fn kill_all(&mut self) {
+        // kill(-1) from PID 1 reaches every process but init itself.
+        let _ = nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
+        while let Ok(st) = nix::sys::wait::waitpid(None, Some(WaitPidFlag::__WALL)) {
+            if matches!(st, WaitStatus::StillAlive) {
+                break;
+            }
+        }
+    }
+
+    fn kmsg_since(&mut self, since: Duration) -> Vec<String> {
+        read_kmsg_since(since)
+    }
+
+    fn sync(&mut self) {
+        nix::unistd::sync();
+    }
+
+    fn power_off(&mut self) {
+        if self.getpid() != 1 {
+            std::process::exit(0);
+        }
+        let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    }
+}
+
+/// Recursively delete the children of `dir` that live on `dev`; mount points
+/// (other devices) are left alone and never entered. Symlinks are not followed.
+fn remove_children(dir: &Path, dev: u64) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut freed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.dev() != dev {
+            continue;
+        }
+        if meta.is_dir() {
+            freed += remove_children(&path, dev);
+            let _ = fs::remove_dir(&path);
+        } else if fs::remove_file(&path).is_ok() {
+            freed += meta.len();
+        }
+    }
+    freed
+}
+
+fn decode(st: WaitStatus) -> Option<Event> {
+    match st {
+        WaitStatus::Exited(pid, code) => Some(Event::Exited {
+            pid: pid.as_raw(),
+            code,
+        }),
+        WaitStatus::Signaled(pid, sig, _) => Some(Event::Exited {
+            pid: pid.as_raw(),
+            code: 128 + sig as i32,
+        }),
+        _ => None,
+    }
+}
+
+fn reap_one() -> Option<Event> {
+    loop {
+        match nix::sys::wait::waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return None,
+            Ok(st) => {
+                if let Some(ev) = decode(st) {
+                    return Some(ev);
+                }
+            }
+        }
+    }
+}
+
+fn blocking_wait() -> Event {
+    loop {
+        match nix::sys::wait::waitpid(None, Some(WaitPidFlag::__WALL)) {
+            Ok(st) => {
+                if let Some(ev) = decode(st) {
+                    return ev;
+                }
+            }
+            Err(Errno::EINTR) => continue,
+            Err(_) => {
+                // No children at all: nothing will ever happen; idle politely.
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+fn remaining(deadline: Instant) -> PollTimeout {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+    PollTimeout::from(ms)
+}
+
+fn wait_byte(fd: &OwnedFd, timeout: Duration) -> Readiness {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if Instant::now() >= deadline {
+            return Readiness::TimedOut;
+        }
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, remaining(deadline)) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => {
+                let mut b = [0u8; 1];
+                return match nix::unistd::read(fd, &mut b) {
+                    Ok(1) => Readiness::Ready,
+                    _ => Readiness::Closed,
+                };
+            }
+            Err(_) => return Readiness::Closed,
+        }
+    }
+}
+
+fn first_missing(paths: &[String]) -> Option<&String> {
+    paths.iter().find(|p| fs::metadata(p).is_err())
+}
+
+/// Wait for paths with inotify on their parent directories: no fixed sleeps.
+pub fn wait_for_paths(paths: &[String], timeout: Duration) -> Result<(), String> {
+    let Some(first) = first_missing(paths) else {
+        return Ok(());
+    };
+    let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
+        .map_err(|_| first.clone())?;
+    for p in paths {
+        let parent = Path::new(p).parent().unwrap_or(Path::new("/"));
+        let mask = AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_ATTRIB;
+        let _ = inotify.add_watch(parent, mask);
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        // Checked after the watches exist, so no creation can slip between.
+        let Some(missing) = first_missing(paths) else {
+            return Ok(());
+        };
+        if Instant::now() >= deadline {
+            return Err(missing.clone());
+        }
+        let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
+        let _ = nix::poll::poll(&mut fds, remaining(deadline));
+        let _ = inotify.read_events();
+    }
+}
+
+fn read_kmsg_since(since: Duration) -> Vec<String> {
+    let Ok(file) = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+    else {
+        return Vec::new();
+    };
+    let since_us = u64::try_from(since.as_micros()).unwrap_or(u64::MAX);
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match nix::unistd::read(&file, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if let Some(msg) = kmsg_record(&buf[..n], since_us) {
+                    out.push(msg);
+                }
+            }
+            Err(Errno::EPIPE) => continue,
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// Parse one /dev/kmsg record `prio,seq,usec,flags;message`; keep it when newer
+/// than `since_us`.
+fn kmsg_record(rec: &[u8], since_us: u64) -> Option<String> {
+    let text = String::from_utf8_lossy(rec);
+    let (head, msg) = text.split_once(';')?;
+    let usec: u64 = head.split(',').nth(2)?.parse().ok()?;
+    (usec >= since_us).then(|| msg.lines().next().unwrap_or("").to_string())
+}
+
+mod spawn {
+    //! fork + exec with a CLOEXEC error pipe.
+    use super::*;
+
+    struct Prepared {
+        path: CString,
+        argv: Vec<CString>,
+        env: Vec<CString>,
+        workdir: CString,
+        devnull: CString,
+    }
+
+    fn cstr(s: &str) -> Result<CString, SpawnError> {
+        CString::new(s).map_err(|_| SpawnError::Fork(format!("nul byte in {s:?}")))
+    }
+
+    fn prepare(spec: &SpawnSpec) -> Result<Prepared, SpawnError> {
+        let argv = spec.argv.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?;
+        let env = spec
+            .env
+            .iter()
+            .map(|(k, v)| cstr(&format!("{k}={v}")))
+            .collect::<Result<_, _>>()?;
+        Ok(Prepared {
+            path: cstr(&spec.path)?,
+            argv,
+            env,
+            workdir: cstr(&spec.workdir)?,
+            devnull: cstr("/dev/null")?,
+        })
+    }
+
+    fn pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SpawnError::Fork(e.to_string()))
+    }
+
+    pub fn spawn(spec: &SpawnSpec) -> Result<Child, SpawnError> {
+        let prep = prepare(spec)?;
+        let (err_r, err_w) = pipe()?;
+        let ready = if spec.readiness_fd {
+            Some(pipe()?)
+        } else {
+            None
+        };
+        // SAFETY: init is single-threaded, so the child may call anything; it only
+        // makes raw system calls before execve or _exit.
+        match unsafe { nix::unistd::fork() } {
+            Err(e) => Err(SpawnError::Fork(e.to_string())),
+            Ok(nix::unistd::ForkResult::Child) => {
+                drop(err_r);
+                let ready_w = ready.map(|(r, w)| {
+                    drop(r);
+                    w
+                });
+                child(&prep, spec, err_w.as_raw_fd(), ready_w.as_ref())
+            }
+            Ok(nix::unistd::ForkResult::Parent { child: pid }) => {
+                drop(err_w);
+                let ready_fd = ready.map(|(r, w)| {
+                    drop(w);
+                    r
+                });
+                parent(pid.as_raw(), err_r, ready_fd)
+            }
+        }
+    }
+
+    /// Codes the child writes before its errno: which step failed.
+    const STEP_EXEC: u8 = 0;
+    const STEP_CHDIR: u8 = 1;
+    const STEP_CREDS: u8 = 2;
+    const STEP_STDIO: u8 = 3;
+
+    fn parent(pid: i32, err_r: OwnedFd, ready: Option<OwnedFd>) -> Result<Child, SpawnError> {
+        let mut buf = [0u8; 5];
+        let mut got = 0;
+        while got < buf.len() {
+            match nix::unistd::read(&err_r, &mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+        }
+        if got < buf.len() {
+            let ready_fd = ready.map(|fd| std::os::fd::IntoRawFd::into_raw_fd(fd));
+            return Ok(Child { pid, ready_fd });
+        }
+        // The child failed and exits by itself; reap it here so the supervisor
+        // never sees it.
+        let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+        let errno = i32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]);
+        Err(match buf[0] {
+            STEP_EXEC => SpawnError::Exec(errno),
+            step => SpawnError::Setup {
+                step: match step {
+                    STEP_CHDIR => "chdir to workdir",
+                    STEP_CREDS => "switch user",
+                    _ => "set up stdio",
+                }
+                .to_string(),
+                errno_text: Errno::from_raw(errno).desc().to_string(),
+            },
+        })
+    }
+
+    fn report(err_w: RawFd, step: u8) -> ! {
+        let errno = Errno::last_raw().to_le_bytes();
+        let msg = [step, errno[0], errno[1], errno[2], errno[3]];
+        // SAFETY: err_w is a valid pipe fd owned by this process; msg is a live buffer.
+        unsafe {
+            libc::write(err_w, msg.as_ptr().cast(), msg.len());
+            libc::_exit(127)
+        }
+    }
+
+    fn reset_signals() {
+        for sig in 1..=64 {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            // SAFETY: restoring the default disposition is always valid; errors for
+            // reserved signal numbers are ignored on purpose.
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let empty = SigSet::empty();
+        let _ = nix::sys::signal::sigprocmask(
+            nix::sys::signal::SigmaskHow::SIG_SETMASK,
+            Some(&empty),
+            None,
+        );
+    }
+
+    fn setup_stdio(prep: &Prepared, err_w: RawFd, ready_w: Option<&OwnedFd>) {
+        // SAFETY: plain system calls on fds we own and a NUL-terminated path.
+        unsafe {
+            let null = libc::open(prep.devnull.as_ptr(), libc::O_RDONLY);
+            if null < 0 || libc::dup2(null, 0) < 0 {
+                report(err_w, STEP_STDIO);
+            }
+            if null > 2 {
+                libc::close(null);
+            }
+            if let Some(w) = ready_w {
+                // dup2 clears FD_CLOEXEC on the new descriptor.
+                if libc::dup2(w.as_raw_fd(), 3) < 0 {
+                    report(err_w, STEP_STDIO);
+                }
+            }
+        }
+    }
+
+    fn set_creds(spec: &SpawnSpec, err_w: RawFd) {
+        let Some(c) = &spec.creds else { return };
+        let groups: &[libc::gid_t] = &c.groups;
+        // SAFETY: plain credential system calls; `groups` outlives the call.
+        unsafe {
+            if libc::setgroups(groups.len(), groups.as_ptr()) < 0
+                || libc::setgid(c.gid) < 0
+                || libc::setuid(c.uid) < 0
+            {
+                report(err_w, STEP_CREDS);
+            }
+        }
+    }
+
+    fn child(prep: &Prepared, spec: &SpawnSpec, err_w: RawFd, ready_w: Option<&OwnedFd>) -> ! {
+        reset_signals();
+        // SAFETY: setsid has no memory-safety preconditions.
+        unsafe {
+            libc::setsid();
+        }
+        setup_stdio(prep, err_w, ready_w);
+        // SAFETY: workdir is a valid C string.
+        if unsafe { libc::chdir(prep.workdir.as_ptr()) } < 0 {
+            report(err_w, STEP_CHDIR);
+        }
+        set_creds(spec, err_w);
+        let _ = nix::unistd::execve(&prep.path, &prep.argv, &prep.env);
+        report(err_w, STEP_EXEC)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn wait_returns_when_the_path_appears_not_at_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vdz");
+        let p = path.clone();
+        let maker = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            fs::write(p, b"").unwrap();
+        });
+        let start = Instant::now();
+        let paths = [path.to_string_lossy().into_owned()];
+        assert_eq!(wait_for_paths(&paths, Duration::from_secs(30)), Ok(()));
+        // Event-driven: returns long before the 30 s bound.
+        assert!(start.elapsed() < Duration::from_secs(10));
+        maker.join().unwrap();
+    }
+
+    #[test]
+    fn wait_names_the_missing_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let here = dir.path().join("here");
+        fs::write(&here, b"").unwrap();
+        let paths = [
+            here.to_string_lossy().into_owned(),
+            dir.path().join("vdc").to_string_lossy().into_owned(),
+        ];
+        assert_eq!(
+            wait_for_paths(&paths, Duration::from_millis(20)),
+            Err(paths[1].clone())
+        );
+        assert_eq!(wait_for_paths(&paths[..1], Duration::ZERO), Ok(()));
+    }
+
+    #[test]
+    fn kmsg_records_filter_by_time() {
+        assert_eq!(
+            kmsg_record(b"3,100,5000000,-;Out of memory: Killed process 7\n", 4_000_000),
+            Some("Out of memory: Killed process 7".into())
+        );
+        assert_eq!(kmsg_record(b"3,100,5000000,-;old", 6_000_000), None);
+        assert_eq!(kmsg_record(b"garbage", 0), None);
+    }
+}
