@@ -1,1 +1,96 @@
-fn main() {}
+//! `guest-agent`: listens on vsock (port 2222 by default) and tells init it is
+//! ready. RPCs (Exec, CopyToGuest, ...) come in a later release.
+
+mod readiness;
+
+use std::io::Write;
+use std::process::ExitCode;
+use tokio::io::AsyncReadExt;
+use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
+
+/// The contract's agent port.
+const DEFAULT_PORT: u32 = 2222;
+
+const HELP: &str = "\
+guest-agent: the guest side of the host <-> guest channel
+
+USAGE: guest-agent [--port N]
+
+Listens on vsock port N (default 2222, env HYPEMAN_AGENT_PORT), then signals
+readiness: prints HYPEMAN-AGENT-READY on stdout, writes one byte to the fd named
+by HYPEMAN_AGENT_READY_FD and creates the file named by HYPEMAN_AGENT_READY_FILE.
+This release accepts connections but serves no RPCs yet.
+
+OPTIONS:
+  --port N     vsock port to listen on
+  -h, --help   print this help
+  -V, --version
+";
+
+fn parse_port(args: &[String]) -> Result<Option<u32>, String> {
+    let mut port = std::env::var("HYPEMAN_AGENT_PORT").ok();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--port" => port = Some(it.next().ok_or("--port needs a value")?.clone()),
+            "-h" | "--help" => return Ok(None),
+            "-V" | "--version" => {
+                println!("guest-agent {}", env!("CARGO_PKG_VERSION"));
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?} (see --help)")),
+        }
+    }
+    match port {
+        None => Ok(Some(DEFAULT_PORT)),
+        Some(p) => p.parse().map(Some).map_err(|_| format!("invalid port {p:?}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let port = match parse_port(&args) {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("guest-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match serve(port) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("guest-agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(port: u32) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, port))
+            .map_err(|e| std::io::Error::new(e.kind(), format!("listen on vsock port {port}: {e}")))?;
+        readiness::announce()?;
+        let _ = std::io::stdout().flush();
+        loop {
+            let (stream, _) = listener.accept().await?;
+            tokio::spawn(drain(stream));
+        }
+    })
+}
+
+/// Hold a connection open until the peer closes it.
+async fn drain(mut stream: VsockStream) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
