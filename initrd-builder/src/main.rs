@@ -1,0 +1,309 @@
+//! `initrd-builder`: build, verify, list and sign reproducible initramfs images.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use initrd_builder::{
+    compress, cpio, sign, verify, ArtifactPaths, BuildOptions, Compression, Spec,
+};
+
+/// Reproducible, verified, tiny initramfs images for the guest init.
+///
+/// An image is built from a declarative TOML spec (see initrd-builder/README.md)
+/// into three files: initramfs-<name>-<version>-<build_id>.img, its
+/// .manifest.json (versions, kernel, build id, sha256 and size of the image and of
+/// every entry) and .sig (ed25519 over the exact manifest bytes, hex).
+#[derive(Parser)]
+#[command(name = "initrd-builder", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build an image, its manifest and signature from a spec.
+    ///
+    /// Entries are sorted, owned by 0:0, with modes from the spec and every mtime
+    /// set to SOURCE_DATE_EPOCH (or 0): the same inputs give the same bytes.
+    /// Prints the image path on stdout and a summary on stderr.
+    Build(BuildArgs),
+    /// Verify signature, then manifest, then image hash (with --deep, every entry).
+    ///
+    /// Exits 0 when trusted; 1 with the reason otherwise.
+    Verify(VerifyArgs),
+    /// List the entries of an image (any compression): mode, size, path, link target.
+    Ls(LsArgs),
+    /// Create an ed25519 key pair: PREFIX.key (secret seed, hex, mode 0600) and
+    /// PREFIX.pub (public key, hex). Never overwrites.
+    Keygen {
+        /// Path prefix of the two files, e.g. `keys/release`.
+        prefix: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct BuildArgs {
+    /// The spec file (TOML); its relative paths start at its directory.
+    #[arg(long, short)]
+    spec: PathBuf,
+    /// Output directory (created if missing).
+    #[arg(long, short, default_value = ".")]
+    out: PathBuf,
+    /// Secret key file to sign the manifest with (from `keygen`).
+    #[arg(long, required_unless_present = "unsigned")]
+    key: Option<PathBuf>,
+    /// Write no signature (the image then cannot pass `verify`).
+    #[arg(long, conflicts_with = "key")]
+    unsigned: bool,
+    /// Set a spec placeholder, e.g. `--var kver=6.1.0-31-amd64` (repeatable).
+    /// `target_dir` defaults to $CARGO_TARGET_DIR when that is set.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+    /// Shorthand for `--var kver=RELEASE` (the kernel release modules come from).
+    #[arg(long, value_name = "RELEASE")]
+    kernel_release: Option<String>,
+    /// Also carry the spec's `debug = true` entries (debug tools).
+    #[arg(long)]
+    debug: bool,
+    /// Override the spec's compression: none, gzip, zstd, lz4.
+    #[arg(long)]
+    compression: Option<Compression>,
+    /// Override the compression level (gzip 1-9, zstd 1-22).
+    #[arg(long)]
+    level: Option<i32>,
+    /// Override the size budget of the compressed image (bytes, or e.g. 4MiB).
+    #[arg(long, value_parser = parse_size)]
+    max_size: Option<u64>,
+    /// mtime of every entry; defaults to $SOURCE_DATE_EPOCH, else 0.
+    #[arg(long)]
+    source_date_epoch: Option<u64>,
+}
+
+#[derive(clap::Args)]
+struct VerifyArgs {
+    /// The image; its manifest and signature are found beside it
+    /// (X.img → X.manifest.json, X.sig) unless given.
+    image: PathBuf,
+    /// Public key file (hex, from `keygen`).
+    #[arg(long, required_unless_present = "pubkey_hex")]
+    pubkey: Option<PathBuf>,
+    /// Public key as 64 hex characters.
+    #[arg(long, conflicts_with = "pubkey")]
+    pubkey_hex: Option<String>,
+    /// Manifest path.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// Signature path.
+    #[arg(long)]
+    sig: Option<PathBuf>,
+    /// Also decompress and check every entry against the manifest.
+    #[arg(long)]
+    deep: bool,
+}
+
+#[derive(clap::Args)]
+struct LsArgs {
+    /// The image (none, gzip, zstd or lz4-legacy compressed cpio).
+    image: PathBuf,
+    /// Print JSON records (path, type, mode, size, sha256, target, rdev).
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    initrd_builder::spec::parse_size(s)
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("initrd-builder: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Build(args) => cmd_build(args),
+        Command::Verify(args) => cmd_verify(args),
+        Command::Ls(args) => cmd_ls(args),
+        Command::Keygen { prefix } => cmd_keygen(&prefix),
+    }
+}
+
+fn build_vars(args: &BuildArgs) -> Result<BTreeMap<String, String>> {
+    let mut vars = BTreeMap::new();
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        let dir = std::path::absolute(PathBuf::from(dir)).context("CARGO_TARGET_DIR")?;
+        vars.insert("target_dir".to_string(), dir.display().to_string());
+    }
+    if let Some(k) = &args.kernel_release {
+        vars.insert("kver".to_string(), k.clone());
+    }
+    for v in &args.vars {
+        let Some((k, val)) = v.split_once('=') else {
+            bail!("--var {v:?}: expected NAME=VALUE");
+        };
+        vars.insert(k.to_string(), val.to_string());
+    }
+    Ok(vars)
+}
+
+fn cmd_build(args: BuildArgs) -> Result<()> {
+    let spec = Spec::load(&args.spec)?;
+    let signing_key = match &args.key {
+        Some(k) => Some(sign::read_secret_key(k)?),
+        None => None,
+    };
+    let source_date_epoch = match args.source_date_epoch {
+        Some(n) => n,
+        None => BuildOptions::source_date_epoch_from_env()?,
+    };
+    let opts = BuildOptions {
+        vars: build_vars(&args)?,
+        source_date_epoch,
+        debug: args.debug,
+        compression: args.compression,
+        level: args.level,
+        max_size: args.max_size,
+        signing_key,
+    };
+    let out = initrd_builder::build(&spec, &opts)?;
+    let paths = out.write_to(&args.out)?;
+    print_summary(&out.manifest, &paths);
+    println!("{}", paths.image.display());
+    Ok(())
+}
+
+fn print_summary(m: &initrd_builder::Manifest, paths: &ArtifactPaths) {
+    let mib = |n: u64| n as f64 / (1 << 20) as f64;
+    eprintln!(
+        "built {} ({:.2} MiB {}, {:.2} MiB uncompressed, {} entries, build id {})",
+        paths.image.display(),
+        mib(m.image.size),
+        m.image.compression,
+        mib(m.image.uncompressed_size),
+        m.entries.len(),
+        m.build_id
+    );
+    if let Some(k) = &m.kernel {
+        eprintln!(
+            "kernel {}: {} modules: {}",
+            k.release,
+            k.modules.len(),
+            k.modules.join(" ")
+        );
+        if !k.builtin.is_empty() {
+            eprintln!(
+                "built into the kernel (not carried): {}",
+                k.builtin.join(" ")
+            );
+        }
+    }
+    eprintln!("manifest {}", paths.manifest.display());
+    if paths.signature.exists() {
+        eprintln!("signature {}", paths.signature.display());
+    } else {
+        eprintln!("unsigned: no signature written");
+    }
+}
+
+fn cmd_verify(args: VerifyArgs) -> Result<()> {
+    let key = match (&args.pubkey, &args.pubkey_hex) {
+        (Some(p), _) => sign::read_public_key(p)?,
+        (None, Some(h)) => sign::decode_public_key(h)?,
+        (None, None) => bail!("--pubkey or --pubkey-hex is required"),
+    };
+    let mut paths = ArtifactPaths::for_image(&args.image);
+    if let Some(m) = args.manifest {
+        paths.manifest = m;
+    }
+    if let Some(s) = args.sig {
+        paths.signature = s;
+    }
+    let m = verify::verify_files(&paths, &key, args.deep)?;
+    println!(
+        "OK {} version {} build {} ({} {} bytes, sha256 {}){}",
+        paths.image.display(),
+        m.version,
+        m.build_id,
+        m.image.compression,
+        m.image.size,
+        m.image.sha256,
+        if args.deep {
+            ", every entry checked"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+fn cmd_ls(args: LsArgs) -> Result<()> {
+    let bytes = std::fs::read(&args.image).with_context(|| args.image.display().to_string())?;
+    let (_, archive) = compress::decompress(&bytes)?;
+    let entries = cpio::read(&archive)?;
+    for e in &entries {
+        if args.json {
+            println!("{}", serde_json::to_string(&verify::record_of(e))?);
+        } else {
+            println!("{}", ls_line(e));
+        }
+    }
+    Ok(())
+}
+
+fn ls_line(e: &cpio::RawEntry) -> String {
+    let size = match e.kind_name() {
+        "chardev" | "blockdev" => format!("{}, {}", e.rdev.0, e.rdev.1),
+        _ => e.data.len().to_string(),
+    };
+    let mut line = format!(
+        "{} {:04o} {:>10} /{}",
+        perm_string(e),
+        e.mode & 0o7777,
+        size,
+        e.name
+    );
+    if e.kind_name() == "symlink" {
+        line.push_str(" -> ");
+        line.push_str(&String::from_utf8_lossy(&e.data));
+    }
+    line
+}
+
+fn perm_string(e: &cpio::RawEntry) -> String {
+    let t = match e.kind_name() {
+        "dir" => 'd',
+        "symlink" => 'l',
+        "chardev" => 'c',
+        "blockdev" => 'b',
+        "file" => '-',
+        _ => '?',
+    };
+    let bits = "rwxrwxrwx";
+    let perms: String = bits
+        .chars()
+        .enumerate()
+        .map(|(i, c)| if e.mode & (0o400 >> i) != 0 { c } else { '-' })
+        .collect();
+    format!("{t}{perms}")
+}
+
+fn cmd_keygen(prefix: &Path) -> Result<()> {
+    if let Some(dir) = prefix.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+    }
+    let key = sign::generate()?;
+    let (secret, public) = sign::write_keypair(&key, prefix)?;
+    eprintln!("secret key {} (keep it private)", secret.display());
+    eprintln!("public key {}", public.display());
+    print!("{}", sign::encode_public_key(&key.verifying_key()));
+    Ok(())
+}
