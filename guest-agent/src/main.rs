@@ -43,7 +43,10 @@ fn parse_port(args: &[String]) -> Result<Option<u32>, String> {
     }
     match port {
         None => Ok(Some(DEFAULT_PORT)),
-        Some(p) => p.parse().map(Some).map_err(|_| format!("invalid port {p:?}")),
+        Some(p) => p
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("invalid port {p:?}")),
     }
 }
 
@@ -74,8 +77,9 @@ fn serve(port: u32) -> std::io::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, port))
-            .map_err(|e| std::io::Error::new(e.kind(), format!("listen on vsock port {port}: {e}")))?;
+        let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, port)).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("listen on vsock port {port}: {e}"))
+        })?;
         readiness::announce()?;
         let _ = std::io::stdout().flush();
         loop {

@@ -32,7 +32,9 @@ fn write_ready_byte(fd: &str) -> io::Result<()> {
         .parse()
         .map_err(|_| io::Error::other(format!("{READY_FD_ENV}={fd:?} is not a file descriptor")))?;
     if fd < 3 {
-        return Err(io::Error::other(format!("{READY_FD_ENV}={fd} would clobber stdio")));
+        return Err(io::Error::other(format!(
+            "{READY_FD_ENV}={fd} would clobber stdio"
+        )));
     }
     // SAFETY: init hands us this fd (a pipe's write end) for exactly this purpose
     // and nothing else in the process uses it; the File closes it after the write.

@@ -1,5 +1,7 @@
 //! The real agent binary performs the readiness protocol once it listens on vsock.
 
+#![allow(clippy::unwrap_used)]
+
 use guest_contract::sentinel::Sentinel;
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -43,9 +45,14 @@ fn listens_then_writes_byte_line_and_file() {
     reader.read_exact(&mut byte).expect("readiness byte");
     assert_eq!(&byte, b"R");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert!(line.starts_with("HYPEMAN-AGENT-READY ts="), "{line}");
-    assert!(matches!(Sentinel::parse_line(line.trim_end()), Some(Sentinel::AgentReady { .. })));
+    assert!(matches!(
+        Sentinel::parse_line(line.trim_end()),
+        Some(Sentinel::AgentReady { .. })
+    ));
     for _ in 0..100 {
         if ready_file.exists() {
             break;
@@ -66,8 +73,14 @@ fn bad_arguments_are_refused_clearly() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert_eq!(String::from_utf8_lossy(&out.stderr), "guest-agent: invalid port \"x\"\n");
-    let help = Command::new(env!("CARGO_BIN_EXE_guest-agent")).arg("--help").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "guest-agent: invalid port \"x\"\n"
+    );
+    let help = Command::new(env!("CARGO_BIN_EXE_guest-agent"))
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("vsock port"));
 }
 

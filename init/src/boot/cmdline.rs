@@ -73,7 +73,9 @@ pub fn dev_path(name: &str) -> String {
 }
 
 fn millis(v: &str, default: Duration) -> Duration {
-    v.parse::<u64>().map(Duration::from_millis).unwrap_or(default)
+    v.parse::<u64>()
+        .map(Duration::from_millis)
+        .unwrap_or(default)
 }
 
 fn flag(v: &str) -> bool {

@@ -30,7 +30,10 @@ pub fn run<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> (i32, String)
     };
     let app_start = sys.boottime();
     let (secs, nanos) = sys.realtime();
-    report::sentinel(sys, &guest_contract::sentinel::program_start(secs, nanos, InitMode::Exec));
+    report::sentinel(
+        sys,
+        &guest_contract::sentinel::program_start(secs, nanos, InitMode::Exec),
+    );
     let summary = ctx.timing.summary(app_start);
     report::info(sys, "timing", &summary);
     let code = supervise(sys, app, agent);
@@ -40,7 +43,13 @@ pub fn run<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> (i32, String)
 
 fn finish<S: Sys>(sys: &mut S, ctx: &Ctx, code: i32, oom: bool) -> (i32, String) {
     let message = describe_exit(code, oom);
-    report::sentinel(sys, &Sentinel::Exit { code, message: message.clone() });
+    report::sentinel(
+        sys,
+        &Sentinel::Exit {
+            code,
+            message: message.clone(),
+        },
+    );
     report::shutdown(sys, ctx);
     (code, message)
 }
@@ -58,7 +67,9 @@ fn app_env<S: Sys>(sys: &mut S, config: &Config) -> Result<AppEnv, BootError> {
     let Some(spec) = config.user.as_deref().filter(|u| !u.is_empty()) else {
         return Ok(AppEnv { vars, creds: None });
     };
-    let read = |sys: &S, p: &str| String::from_utf8_lossy(&sys.read_file(p, 4 << 20).unwrap_or_default()).into_owned();
+    let read = |sys: &S, p: &str| {
+        String::from_utf8_lossy(&sys.read_file(p, 4 << 20).unwrap_or_default()).into_owned()
+    };
     let u = user::resolve(spec, &read(sys, "/etc/passwd"), &read(sys, "/etc/group"));
     let u = u.or_else(|e| fatal(InitFailure::User, e))?;
     let home_given = config.env.as_ref().is_some_and(|e| e.contains_key("HOME"));
@@ -69,13 +80,19 @@ fn app_env<S: Sys>(sys: &mut S, config: &Config) -> Result<AppEnv, BootError> {
             }
         }
     }
-    Ok(AppEnv { vars, creds: Some(u.creds) })
+    Ok(AppEnv {
+        vars,
+        creds: Some(u.creds),
+    })
 }
 
 fn start_agent<S: Sys>(sys: &mut S, ctx: &Ctx, env: &[(String, String)]) -> Option<i32> {
     let mut vars = env.to_vec();
     vars.push(("HYPEMAN_AGENT_READY_FD".into(), "3".into()));
-    vars.push(("HYPEMAN_AGENT_READY_FILE".into(), plan::AGENT_READY_FILE.into()));
+    vars.push((
+        "HYPEMAN_AGENT_READY_FILE".into(),
+        plan::AGENT_READY_FILE.into(),
+    ));
     let spec = SpawnSpec {
         path: plan::AGENT_TARGET.into(),
         argv: vec![plan::AGENT_TARGET.into()],
@@ -87,7 +104,11 @@ fn start_agent<S: Sys>(sys: &mut S, ctx: &Ctx, env: &[(String, String)]) -> Opti
     let child = match sys.spawn(&spec) {
         Ok(c) => c,
         Err(e) => {
-            report::error(sys, "agent", &format!("cannot start {}: {e}", plan::AGENT_TARGET));
+            report::error(
+                sys,
+                "agent",
+                &format!("cannot start {}: {e}", plan::AGENT_TARGET),
+            );
             return None;
         }
     };
@@ -98,7 +119,10 @@ fn start_agent<S: Sys>(sys: &mut S, ctx: &Ctx, env: &[(String, String)]) -> Opti
         Some(Readiness::TimedOut) => report::error(
             sys,
             "agent",
-            &format!("guest agent not ready within {} ms; continuing without waiting", timeout.as_millis()),
+            &format!(
+                "guest agent not ready within {} ms; continuing without waiting",
+                timeout.as_millis()
+            ),
         ),
         _ => report::error(sys, "agent", "guest agent exited before it was ready"),
     }
@@ -121,13 +145,24 @@ pub fn exec_errno_code(errno: i32) -> i32 {
 fn start_app<S: Sys>(sys: &mut S, config: &Config, env: &AppEnv) -> Result<Started, BootError> {
     let argv = config.argv();
     let Some(arg0) = argv.first() else {
-        return fatal(InitFailure::ConfigInvalid, "entrypoint and cmd are both empty");
+        return fatal(
+            InitFailure::ConfigInvalid,
+            "entrypoint and cmd are both empty",
+        );
     };
     let workdir = config.workdir().to_string();
     if !sys.is_dir(&workdir) {
-        return fatal(InitFailure::Workdir, format!("workdir {workdir} does not exist"));
+        return fatal(
+            InitFailure::Workdir,
+            format!("workdir {workdir} does not exist"),
+        );
     }
-    let path_var = env.vars.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or("");
+    let path_var = env
+        .vars
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
     let path = plan::resolve_program(arg0, path_var, |p| sys.exists(p) && !sys.is_dir(p));
     let spec = SpawnSpec {
         path: path.clone(),
@@ -144,10 +179,13 @@ fn start_app<S: Sys>(sys: &mut S, config: &Config, env: &AppEnv) -> Result<Start
             report::error(sys, "exec", &format!("{path}: {text}"));
             Ok(Started::ExecFailed(exec_errno_code(errno)))
         }
-        Err(SpawnError::Setup { step, errno_text }) if step.starts_with("chdir") => {
-            fatal(InitFailure::Workdir, format!("{step} {}: {errno_text}", config.workdir()))
+        Err(SpawnError::Setup { step, errno_text }) if step.starts_with("chdir") => fatal(
+            InitFailure::Workdir,
+            format!("{step} {}: {errno_text}", config.workdir()),
+        ),
+        Err(SpawnError::Setup { step, errno_text }) => {
+            fatal(InitFailure::User, format!("{step}: {errno_text}"))
         }
-        Err(SpawnError::Setup { step, errno_text }) => fatal(InitFailure::User, format!("{step}: {errno_text}")),
         Err(e) => fatal(InitFailure::Spawn, e.to_string()),
     }
 }
@@ -162,7 +200,11 @@ pub fn supervise<S: Sys>(sys: &mut S, app: i32, agent: Option<i32>) -> i32 {
             Event::Signal(_) => {}
             Event::Exited { pid, code } if pid == app => return code,
             Event::Exited { pid, code } if Some(pid) == agent => {
-                report::error(sys, "agent", &format!("guest agent exited: {}", describe_exit(code, false)));
+                report::error(
+                    sys,
+                    "agent",
+                    &format!("guest agent exited: {}", describe_exit(code, false)),
+                );
             }
             Event::Exited { .. } => {}
         }
@@ -172,6 +214,8 @@ pub fn supervise<S: Sys>(sys: &mut S, app: i32, agent: Option<i32>) -> i32 {
 /// Whether the kernel logged an OOM kill since the app started.
 fn oom_killed<S: Sys>(sys: &mut S, since: std::time::Duration) -> bool {
     sys.kmsg_since(since).iter().any(|m| {
-        m.contains("Out of memory") || m.contains("oom-kill") || m.contains("Memory cgroup out of memory")
+        m.contains("Out of memory")
+            || m.contains("oom-kill")
+            || m.contains("Memory cgroup out of memory")
     })
 }

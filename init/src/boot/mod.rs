@@ -102,9 +102,16 @@ fn boot<S: Sys>(sys: &mut S, ctx: &mut Ctx, inputs: &Inputs) -> Result<Config, B
     if let Err(e) = sys.setup_signals() {
         return fatal(InitFailure::EarlyMount, format!("signal setup: {e}"));
     }
-    apply_mounts(sys, &plan::early_mounts(), InitFailure::EarlyMount, "mounts")?;
+    apply_mounts(
+        sys,
+        &plan::early_mounts(),
+        InitFailure::EarlyMount,
+        "mounts",
+    )?;
     if inputs.cmdline_override.is_none() {
-        let raw = sys.read_file("/proc/cmdline", 64 * 1024).unwrap_or_default();
+        let raw = sys
+            .read_file("/proc/cmdline", 64 * 1024)
+            .unwrap_or_default();
         ctx.opts = Options::parse(&String::from_utf8_lossy(&raw));
     }
     for word in &ctx.opts.unknown {
@@ -163,22 +170,36 @@ fn load_modules<S: Sys>(sys: &mut S, ctx: &Ctx) {
     }
     let dir = format!("/lib/modules/{}", sys.kernel_release());
     let read = |sys: &S, name: &str| {
-        let bytes = sys.read_file(&format!("{dir}/{name}"), 4 << 20).unwrap_or_default();
+        let bytes = sys
+            .read_file(&format!("{dir}/{name}"), 4 << 20)
+            .unwrap_or_default();
         String::from_utf8_lossy(&bytes).into_owned()
     };
     let dep = read(sys, "modules.dep");
     if dep.is_empty() {
         return;
     }
-    let index = modules::Index::parse(&dep, &read(sys, "modules.softdep"), &read(sys, "modules.alias"));
+    let index = modules::Index::parse(
+        &dep,
+        &read(sys, "modules.softdep"),
+        &read(sys, "modules.alias"),
+    );
     let mut loaded = 0;
     for rel in index.load_order() {
         match sys.load_module(&format!("{dir}/{rel}")) {
             Ok(()) => loaded += 1,
-            Err(e) => report::error(sys, "modules", &format!("{}: {e}", modules::module_name(&rel))),
+            Err(e) => report::error(
+                sys,
+                "modules",
+                &format!("{}: {e}", modules::module_name(&rel)),
+            ),
         }
     }
-    report::info(sys, "modules", &format!("loaded {loaded} modules from {dir}"));
+    report::info(
+        sys,
+        "modules",
+        &format!("loaded {loaded} modules from {dir}"),
+    );
 }
 
 /// Candidates after an explicit `console=`.
@@ -218,19 +239,27 @@ fn mount_root<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<(), BootError> {
         BootKind::Initramfs => {
             let dev = &ctx.opts.root_dev;
             let head = sys.read_head(dev, fsdetect::HEAD_BYTES);
-            let head = head.or_else(|e| fatal(InitFailure::RootDisk, format!("read {dev}: {e}")))?;
+            let head =
+                head.or_else(|e| fatal(InitFailure::RootDisk, format!("read {dev}: {e}")))?;
             let Some(fs) = fsdetect::detect(&head) else {
                 return fatal(
                     InitFailure::RootDisk,
                     format!("{dev}: unknown filesystem (no erofs, ext4 or squashfs superblock)"),
                 );
             };
-            let ro = crate::sys::MountFlags { read_only: true, ..Default::default() };
+            let ro = crate::sys::MountFlags {
+                read_only: true,
+                ..Default::default()
+            };
             Mount::fs(dev, &lower, fs.name(), ro, fs.ro_data())
         }
     };
-    sys.mount(&m)
-        .or_else(|e| fatal(InitFailure::RootDisk, format!("mount {} on {lower}: {e}", m.source)))
+    sys.mount(&m).or_else(|e| {
+        fatal(
+            InitFailure::RootDisk,
+            format!("mount {} on {lower}: {e}", m.source),
+        )
+    })
 }
 
 fn mount_disks<S: Sys>(sys: &mut S, ctx: &mut Ctx) -> Result<(), BootError> {
@@ -238,16 +267,30 @@ fn mount_disks<S: Sys>(sys: &mut S, ctx: &mut Ctx) -> Result<(), BootError> {
     let l = &ctx.layout;
     let upper = plan::overlay_mount(&ctx.opts, l);
     let overlayfs = plan::overlayfs_mount(l);
-    let dirs = [l.overlay(), l.overlay() + "/upper", l.overlay() + "/work", l.newroot()];
+    let dirs = [
+        l.overlay(),
+        l.overlay() + "/upper",
+        l.overlay() + "/work",
+        l.newroot(),
+    ];
     let _ = sys.mkdir_all(&dirs[0]);
     let failure = InitFailure::OverlayDisk;
-    sys.mount(&upper)
-        .or_else(|e| fatal(failure, format!("mount {} on {}: {e}", upper.source, upper.target)))?;
+    sys.mount(&upper).or_else(|e| {
+        fatal(
+            failure,
+            format!("mount {} on {}: {e}", upper.source, upper.target),
+        )
+    })?;
     for d in &dirs[1..] {
-        sys.mkdir_all(d).or_else(|e| fatal(failure, format!("mkdir {d}: {e}")))?;
+        sys.mkdir_all(d)
+            .or_else(|e| fatal(failure, format!("mkdir {d}: {e}")))?;
     }
-    sys.mount(&overlayfs)
-        .or_else(|e| fatal(failure, format!("mount overlay on {}: {e}", overlayfs.target)))?;
+    sys.mount(&overlayfs).or_else(|e| {
+        fatal(
+            failure,
+            format!("mount overlay on {}: {e}", overlayfs.target),
+        )
+    })?;
     if ctx.opts.overlay_dev.is_some() {
         // Reachable after the switch only through an fd: remounted read-only at
         // power-off so the disk is clean.
@@ -261,8 +304,12 @@ fn mount_disks<S: Sys>(sys: &mut S, ctx: &mut Ctx) -> Result<(), BootError> {
 fn read_config<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<Config, BootError> {
     let m = plan::config_mount(&ctx.opts, &ctx.layout);
     let _ = sys.mkdir_all(&m.target);
-    sys.mount(&m)
-        .or_else(|e| fatal(InitFailure::ConfigDisk, format!("mount {} on {}: {e}", m.source, m.target)))?;
+    sys.mount(&m).or_else(|e| {
+        fatal(
+            InitFailure::ConfigDisk,
+            format!("mount {} on {}: {e}", m.source, m.target),
+        )
+    })?;
     let path = format!("{}/config.json", m.target);
     let bytes = sys.read_file(&path, config::MAX_CONFIG_BYTES);
     let _ = sys.umount(&m.target, true);
@@ -270,7 +317,11 @@ fn read_config<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<Config, BootError> {
     let parsed = config::parse_config(&bytes)
         .or_else(|e| fatal(InitFailure::ConfigInvalid, format!("{path}: {e}")))?;
     for key in &parsed.unknown_keys {
-        report::info(sys, "config", &format!("warning: unknown key {key:?} ignored"));
+        report::info(
+            sys,
+            "config",
+            &format!("warning: unknown key {key:?} ignored"),
+        );
     }
     Ok(parsed.config)
 }
@@ -281,7 +332,12 @@ fn prepare_newroot<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> Resul
         let _ = sys.symlink(target, link);
     }
     let cgroup = sys.exists("/sys/fs/cgroup/cgroup.controllers");
-    apply_mounts(sys, &plan::newroot_mounts(&newroot, cgroup), InitFailure::SwitchRoot, "newroot")?;
+    apply_mounts(
+        sys,
+        &plan::newroot_mounts(&newroot, cgroup),
+        InitFailure::SwitchRoot,
+        "newroot",
+    )?;
     if !config.skip_guest_agent() {
         ctx.agent_installed = install_agent(sys, &newroot);
     }
@@ -293,14 +349,25 @@ fn install_agent<S: Sys>(sys: &mut S, newroot: &str) -> bool {
     let bytes = match sys.read_file(plan::AGENT_SOURCE, 256 << 20) {
         Ok(b) => b,
         Err(e) => {
-            report::error(sys, "agent", &format!("{}: {e}; booting without the agent", plan::AGENT_SOURCE));
+            report::error(
+                sys,
+                "agent",
+                &format!("{}: {e}; booting without the agent", plan::AGENT_SOURCE),
+            );
             return false;
         }
     };
     let target = format!("{newroot}{}", plan::AGENT_TARGET);
     let dir = format!("{newroot}/opt/hypeman");
-    if let Err(e) = sys.mkdir_all(&dir).and_then(|()| sys.write_file(&target, &bytes, 0o755)) {
-        report::error(sys, "agent", &format!("install {target}: {e}; booting without the agent"));
+    if let Err(e) = sys
+        .mkdir_all(&dir)
+        .and_then(|()| sys.write_file(&target, &bytes, 0o755))
+    {
+        report::error(
+            sys,
+            "agent",
+            &format!("install {target}: {e}; booting without the agent"),
+        );
         return false;
     }
     true
@@ -309,11 +376,19 @@ fn install_agent<S: Sys>(sys: &mut S, newroot: &str) -> bool {
 fn switch_root<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<(), BootError> {
     if ctx.kind == BootKind::Initramfs {
         match sys.free_initramfs() {
-            Ok(bytes) => report::info(sys, "switch", &format!("freed {} KiB of initramfs", bytes / 1024)),
+            Ok(bytes) => report::info(
+                sys,
+                "switch",
+                &format!("freed {} KiB of initramfs", bytes / 1024),
+            ),
             Err(e) => report::error(sys, "switch", &format!("initramfs not freed: {e}")),
         }
     }
     let newroot = ctx.layout.newroot();
-    sys.switch_root(&newroot)
-        .or_else(|e| fatal(InitFailure::SwitchRoot, format!("move {newroot} onto /: {e}")))
+    sys.switch_root(&newroot).or_else(|e| {
+        fatal(
+            InitFailure::SwitchRoot,
+            format!("move {newroot} onto /: {e}"),
+        )
+    })
 }

@@ -56,8 +56,7 @@ impl Index {
         }
         for line in alias.lines() {
             let mut words = line.split_whitespace();
-            if let (Some("alias"), Some(a), Some(m)) = (words.next(), words.next(), words.next())
-            {
+            if let (Some("alias"), Some(a), Some(m)) = (words.next(), words.next(), words.next()) {
                 idx.aliases
                     .entry(a.to_string())
                     .or_default()
@@ -148,7 +147,10 @@ kernel/drivers/virtio/virtio_ring.ko: kernel/drivers/virtio/virtio.ko
 
     #[test]
     fn names_normalise_and_missing_softdeps_are_ignored() {
-        assert_eq!(module_name("kernel/x/vmw_vsock-virtio.ko.xz"), "vmw_vsock_virtio");
+        assert_eq!(
+            module_name("kernel/x/vmw_vsock-virtio.ko.xz"),
+            "vmw_vsock_virtio"
+        );
         let idx = Index::parse("a.ko:\n", "softdep a pre: nothere\n", "");
         assert_eq!(idx.load_order(), vec!["a.ko".to_string()]);
     }

@@ -54,15 +54,36 @@ pub fn early_mounts() -> Vec<MountStep> {
     vec![
         step(Mount::fs("proc", "/proc", "proc", noexec(), ""), true),
         step(Mount::fs("sysfs", "/sys", "sysfs", noexec(), ""), true),
-        step(Mount::fs("devtmpfs", "/dev", "devtmpfs", none, "mode=0755"), true),
         step(
-            Mount::fs("devpts", "/dev/pts", "devpts", noexec(), "gid=5,mode=620,ptmxmode=666"),
+            Mount::fs("devtmpfs", "/dev", "devtmpfs", none, "mode=0755"),
+            true,
+        ),
+        step(
+            Mount::fs(
+                "devpts",
+                "/dev/pts",
+                "devpts",
+                noexec(),
+                "gid=5,mode=620,ptmxmode=666",
+            ),
             false,
         ),
-        step(Mount::fs("shm", "/dev/shm", "tmpfs", nosuid, "mode=1777"), false),
-        step(Mount::fs("tmpfs", "/run", "tmpfs", nosuid, "mode=0755"), true),
         step(
-            Mount::fs("cgroup2", "/sys/fs/cgroup", "cgroup2", noexec(), "nsdelegate"),
+            Mount::fs("shm", "/dev/shm", "tmpfs", nosuid, "mode=1777"),
+            false,
+        ),
+        step(
+            Mount::fs("tmpfs", "/run", "tmpfs", nosuid, "mode=0755"),
+            true,
+        ),
+        step(
+            Mount::fs(
+                "cgroup2",
+                "/sys/fs/cgroup",
+                "cgroup2",
+                noexec(),
+                "nsdelegate",
+            ),
             false,
         ),
     ]
@@ -118,7 +139,13 @@ pub fn devices(o: &Options, kind: BootKind) -> Vec<String> {
 pub fn overlay_mount(o: &Options, l: &Layout) -> Mount {
     match &o.overlay_dev {
         Some(dev) => Mount::fs(dev, &l.overlay(), "ext4", MountFlags::default(), ""),
-        None => Mount::fs("tmpfs", &l.overlay(), "tmpfs", MountFlags::default(), "mode=0755"),
+        None => Mount::fs(
+            "tmpfs",
+            &l.overlay(),
+            "tmpfs",
+            MountFlags::default(),
+            "mode=0755",
+        ),
     }
 }
 
@@ -129,7 +156,13 @@ pub fn overlayfs_mount(l: &Layout) -> Mount {
         l.lower(),
         o = l.overlay()
     );
-    Mount::fs("overlay", &l.newroot(), "overlay", MountFlags::default(), &data)
+    Mount::fs(
+        "overlay",
+        &l.newroot(),
+        "overlay",
+        MountFlags::default(),
+        &data,
+    )
 }
 
 /// The config disk, read-only.
@@ -146,7 +179,10 @@ pub fn config_mount(o: &Options, l: &Layout) -> Mount {
 pub fn newroot_mounts(newroot: &str, cgroup: bool) -> Vec<MountStep> {
     let mut steps = vec![
         step(Mount::bind("/dev", &format!("{newroot}/dev"), true), true),
-        step(Mount::bind("/proc", &format!("{newroot}/proc"), false), true),
+        step(
+            Mount::bind("/proc", &format!("{newroot}/proc"), false),
+            true,
+        ),
         step(Mount::bind("/sys", &format!("{newroot}/sys"), false), true),
     ];
     if cgroup {
@@ -210,17 +246,26 @@ mod tests {
     #[test]
     fn devices_per_mode() {
         let o = Options::parse("");
-        assert_eq!(devices(&o, BootKind::Initramfs), ["/dev/vda", "/dev/vdb", "/dev/vdc"]);
+        assert_eq!(
+            devices(&o, BootKind::Initramfs),
+            ["/dev/vda", "/dev/vdb", "/dev/vdc"]
+        );
         assert_eq!(devices(&o, BootKind::Direct), ["/dev/vdb", "/dev/vdc"]);
         let t = Options::parse("hypeman.overlay=tmpfs");
         assert_eq!(devices(&t, BootKind::Initramfs), ["/dev/vda", "/dev/vdb"]);
-        assert_eq!(overlay_mount(&t, &Layout::new(BootKind::Initramfs)).fstype, "tmpfs");
+        assert_eq!(
+            overlay_mount(&t, &Layout::new(BootKind::Initramfs)).fstype,
+            "tmpfs"
+        );
     }
 
     #[test]
     fn path_lookup() {
         let exists = |p: &str| p == "/usr/bin/env" || p == "/bin/env";
-        assert_eq!(resolve_program("env", "/usr/local/bin:/usr/bin:/bin", exists), "/usr/bin/env");
+        assert_eq!(
+            resolve_program("env", "/usr/local/bin:/usr/bin:/bin", exists),
+            "/usr/bin/env"
+        );
         assert_eq!(resolve_program("nope", "/usr/bin", exists), "nope");
         assert_eq!(resolve_program("./x", "/usr/bin", exists), "./x");
         assert_eq!(resolve_program("env", "::/bin/", exists), "/bin/env");

@@ -60,7 +60,11 @@ impl Timing {
             ms(now.saturating_sub(self.start)),
             ms(self.start)
         );
-        let parts: Vec<String> = self.phases.iter().map(|(p, d)| format!("{p}={}", ms(*d))).collect();
+        let parts: Vec<String> = self
+            .phases
+            .iter()
+            .map(|(p, d)| format!("{p}={}", ms(*d)))
+            .collect();
         if !parts.is_empty() {
             s.push_str(": ");
             s.push_str(&parts.join(" "));
@@ -78,7 +82,13 @@ pub fn fail<S: Sys>(sys: &mut S, ctx: &Ctx, e: &BootError) -> (i32, String) {
     }
     let code = e.failure.code();
     let message = e.failure.message(&e.detail);
-    sentinel(sys, &Sentinel::Exit { code, message: message.clone() });
+    sentinel(
+        sys,
+        &Sentinel::Exit {
+            code,
+            message: message.clone(),
+        },
+    );
     sys.sync();
     sys.power_off();
     (code, message)
@@ -100,7 +110,9 @@ fn debug_shell<S: Sys>(sys: &mut S) {
     };
     info(sys, "debug", "starting /bin/sh; exit it to power off");
     if let Ok(child) = sys.spawn(&spec) {
-        while !matches!(sys.next_event(), crate::sys::Event::Exited { pid, .. } if pid == child.pid) {}
+        while !matches!(sys.next_event(), crate::sys::Event::Exited { pid, .. } if pid == child.pid)
+        {
+        }
     }
 }
 

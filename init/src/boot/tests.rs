@@ -27,8 +27,17 @@ fn ready_fake(config: &str) -> FakeSys {
 }
 
 fn exit_line(fake: &FakeSys) -> &str {
-    let lines: Vec<&str> = fake.console.lines().filter(|l| l.starts_with("HYPEMAN-EXIT ")).collect();
-    assert_eq!(lines.len(), 1, "exactly one EXIT sentinel in:\n{}", fake.console);
+    let lines: Vec<&str> = fake
+        .console
+        .lines()
+        .filter(|l| l.starts_with("HYPEMAN-EXIT "))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "exactly one EXIT sentinel in:\n{}",
+        fake.console
+    );
     lines[0]
 }
 
@@ -80,11 +89,23 @@ fn whole_exec_sequence_in_order() {
         "power_off",
     ];
     let positions: Vec<usize> = order.iter().map(|c| index(&f, c)).collect();
-    assert!(positions.windows(2).all(|w| w[0] < w[1]), "order: {:#?}", f.calls);
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "order: {:#?}",
+        f.calls
+    );
     assert_eq!(exit_line(&f), r#"HYPEMAN-EXIT code=0 message="success""#);
-    let start = f.console.find("HYPEMAN-PROGRAM-START ts=").expect("program start");
-    assert!(f.console[start..].starts_with("HYPEMAN-PROGRAM-START ts=2026-02-13T16:26:40.000000005Z mode=exec\n"));
-    assert!(f.console.contains("[hypeman-init:timing] init "), "{}", f.console);
+    let start = f
+        .console
+        .find("HYPEMAN-PROGRAM-START ts=")
+        .expect("program start");
+    assert!(f.console[start..]
+        .starts_with("HYPEMAN-PROGRAM-START ts=2026-02-13T16:26:40.000000005Z mode=exec\n"));
+    assert!(
+        f.console.contains("[hypeman-init:timing] init "),
+        "{}",
+        f.console
+    );
 }
 
 #[test]
@@ -97,14 +118,21 @@ fn app_gets_exact_env_argv_workdir_and_agent_gets_readiness_vars() {
     let env: Vec<String> = app.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     assert_eq!(
         env,
-        ["A=1", "HOME=/root", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+        [
+            "A=1",
+            "HOME=/root",
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        ]
     );
     let agent = &f.spawned[0];
     assert!(agent.readiness_fd);
-    assert!(agent.env.contains(&("HYPEMAN_AGENT_READY_FD".into(), "3".into())));
     assert!(agent
         .env
-        .contains(&("HYPEMAN_AGENT_READY_FILE".into(), "/run/hypeman/guest-agent-ready".into())));
+        .contains(&("HYPEMAN_AGENT_READY_FD".into(), "3".into())));
+    assert!(agent.env.contains(&(
+        "HYPEMAN_AGENT_READY_FILE".into(),
+        "/run/hypeman/guest-agent-ready".into()
+    )));
 }
 
 #[test]
@@ -113,16 +141,26 @@ fn device_wait_is_one_bounded_event_driven_call() {
     // real implementation serves with inotify (see sys::real tests).
     let mut f = ready_fake(MINIMAL);
     booted(&mut f);
-    assert_eq!(f.calls_with("wait "), ["wait /dev/vda,/dev/vdb,/dev/vdc 10000ms"]);
+    assert_eq!(
+        f.calls_with("wait "),
+        ["wait /dev/vda,/dev/vdb,/dev/vdc 10000ms"]
+    );
 }
 
 fn assert_init_failure(f: &FakeSys, failure: InitFailure, detail_part: &str) {
     let line = exit_line(f);
     let expected = format!("HYPEMAN-EXIT code={} message=", failure.code());
     assert!(line.starts_with(&expected), "{line}");
-    assert!(line.contains(&format!("\"init: {}: ", failure.phase())), "{line}");
+    assert!(
+        line.contains(&format!("\"init: {}: ", failure.phase())),
+        "{line}"
+    );
     assert!(line.contains(detail_part), "{line} lacks {detail_part}");
-    let errors: Vec<&str> = f.console.lines().filter(|l| l.contains("[ERROR]")).collect();
+    let errors: Vec<&str> = f
+        .console
+        .lines()
+        .filter(|l| l.contains("[ERROR]"))
+        .collect();
     assert!(errors.iter().any(|l| l.contains(detail_part)), "{errors:?}");
     assert_eq!(f.calls.last().map(String::as_str), Some("power_off"));
     assert!(f.calls.iter().rev().take(3).any(|c| c == "sync"));
@@ -134,7 +172,11 @@ fn missing_config_disk_names_the_device() {
     let mut f = ready_fake(MINIMAL);
     f.never_appear.insert("/dev/vdc".into());
     booted(&mut f);
-    assert_init_failure(&f, InitFailure::DeviceTimeout, "/dev/vdc did not appear within 10000 ms");
+    assert_init_failure(
+        &f,
+        InitFailure::DeviceTimeout,
+        "/dev/vdc did not appear within 10000 ms",
+    );
 }
 
 #[test]
@@ -187,16 +229,20 @@ fn early_mount_failure() {
 #[test]
 fn optional_early_mount_failure_is_only_logged() {
     let mut f = ready_fake(MINIMAL);
-    f.failing_mounts.insert("/sys/fs/cgroup".into(), libc::ENODEV);
+    f.failing_mounts
+        .insert("/sys/fs/cgroup".into(), libc::ENODEV);
     let (code, _) = booted(&mut f);
     assert_eq!(code, 0);
-    assert!(f.console.contains("[ERROR] [hypeman-init:mounts] mount cgroup2 on /sys/fs/cgroup"));
+    assert!(f
+        .console
+        .contains("[ERROR] [hypeman-init:mounts] mount cgroup2 on /sys/fs/cgroup"));
 }
 
 #[test]
 fn newroot_mount_failure() {
     let mut f = ready_fake(MINIMAL);
-    f.failing_mounts.insert("/overlay/newroot/proc".into(), libc::ENOENT);
+    f.failing_mounts
+        .insert("/overlay/newroot/proc".into(), libc::ENOENT);
     booted(&mut f);
     assert_init_failure(&f, InitFailure::SwitchRoot, "/overlay/newroot/proc");
 }
@@ -213,7 +259,11 @@ fn missing_workdir_is_an_init_failure() {
 fn empty_argv_is_an_init_failure() {
     let mut f = ready_fake(r#"{"cmd":null,"entrypoint":[]}"#);
     booted(&mut f);
-    assert_init_failure(&f, InitFailure::ConfigInvalid, "entrypoint and cmd are both empty");
+    assert_init_failure(
+        &f,
+        InitFailure::ConfigInvalid,
+        "entrypoint and cmd are both empty",
+    );
 }
 
 #[test]
@@ -232,7 +282,10 @@ fn user_credentials_and_home() {
     booted(&mut f);
     let app = &f.spawned[1];
     let creds = app.creds.clone().expect("credentials");
-    assert_eq!((creds.uid, creds.gid, creds.groups), (1000, 1001, vec![1001, 10]));
+    assert_eq!(
+        (creds.uid, creds.gid, creds.groups),
+        (1000, 1001, vec![1001, 10])
+    );
     assert!(app.env.contains(&("HOME".into(), "/home/app".into())));
 }
 
@@ -241,14 +294,30 @@ fn exec_not_found_is_127_and_not_executable_is_126() {
     for (errno, code, msg) in [
         (libc::ENOENT, 127, "command not found"),
         (libc::ENOTDIR, 127, "command not found"),
-        (libc::EACCES, 126, "permission denied (command not executable)"),
-        (libc::ENOEXEC, 126, "permission denied (command not executable)"),
-        (libc::EISDIR, 126, "permission denied (command not executable)"),
+        (
+            libc::EACCES,
+            126,
+            "permission denied (command not executable)",
+        ),
+        (
+            libc::ENOEXEC,
+            126,
+            "permission denied (command not executable)",
+        ),
+        (
+            libc::EISDIR,
+            126,
+            "permission denied (command not executable)",
+        ),
     ] {
         let mut f = ready_fake(MINIMAL);
-        f.spawn_results.insert("/bin/app".into(), SpawnError::Exec(errno));
+        f.spawn_results
+            .insert("/bin/app".into(), SpawnError::Exec(errno));
         assert_eq!(booted(&mut f), (code, msg.to_string()));
-        assert_eq!(exit_line(&f), format!("HYPEMAN-EXIT code={code} message=\"{msg}\""));
+        assert_eq!(
+            exit_line(&f),
+            format!("HYPEMAN-EXIT code={code} message=\"{msg}\"")
+        );
         assert!(!f.console.contains("HYPEMAN-PROGRAM-START"));
         assert_eq!(f.calls.last().map(String::as_str), Some("power_off"));
     }
@@ -274,27 +343,46 @@ fn signals_are_forwarded_and_orphans_reaped() {
         Event::Signal(libc::SIGQUIT),
         Event::Signal(libc::SIGINT),
         Event::Signal(libc::SIGUSR1),
-        Event::Exited { pid: app, code: 143 },
+        Event::Exited {
+            pid: app,
+            code: 143,
+        },
     ]);
     booted(&mut f);
     assert_eq!(
         f.calls_with("kill "),
         ["kill 102 15", "kill 102 1", "kill 102 3", "kill 102 2"]
     );
-    assert_eq!(exit_line(&f), r#"HYPEMAN-EXIT code=143 message="killed by signal 15 (terminated)""#);
+    assert_eq!(
+        exit_line(&f),
+        r#"HYPEMAN-EXIT code=143 message="killed by signal 15 (terminated)""#
+    );
 }
 
 #[test]
 fn oom_is_judged_from_the_kernel_log() {
     let mut f = ready_fake(MINIMAL);
-    f.events.push_back(Event::Exited { pid: 102, code: 137 });
-    f.kmsg.push("Out of memory: Killed process 102 (app)".into());
+    f.events.push_back(Event::Exited {
+        pid: 102,
+        code: 137,
+    });
+    f.kmsg
+        .push("Out of memory: Killed process 102 (app)".into());
     booted(&mut f);
-    assert_eq!(exit_line(&f), r#"HYPEMAN-EXIT code=137 message="killed by signal 9 (killed) - OOM""#);
+    assert_eq!(
+        exit_line(&f),
+        r#"HYPEMAN-EXIT code=137 message="killed by signal 9 (killed) - OOM""#
+    );
     let mut g = ready_fake(MINIMAL);
-    g.events.push_back(Event::Exited { pid: 102, code: 137 });
+    g.events.push_back(Event::Exited {
+        pid: 102,
+        code: 137,
+    });
     booted(&mut g);
-    assert_eq!(exit_line(&g), r#"HYPEMAN-EXIT code=137 message="killed by signal 9 (killed)""#);
+    assert_eq!(
+        exit_line(&g),
+        r#"HYPEMAN-EXIT code=137 message="killed by signal 9 (killed)""#
+    );
 }
 
 #[test]
@@ -302,7 +390,11 @@ fn missing_agent_is_one_error_line_and_boot_goes_on() {
     let mut f = ready_fake(MINIMAL);
     f.files.remove(plan::AGENT_SOURCE);
     assert_eq!(booted(&mut f).0, 0);
-    let errors: Vec<&str> = f.console.lines().filter(|l| l.contains("[ERROR]")).collect();
+    let errors: Vec<&str> = f
+        .console
+        .lines()
+        .filter(|l| l.contains("[ERROR]"))
+        .collect();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("[hypeman-init:agent] /usr/local/bin/guest-agent"));
     assert_eq!(f.spawned.len(), 1);
@@ -313,7 +405,9 @@ fn agent_timeout_is_one_error_line_and_boot_goes_on() {
     let mut f = ready_fake(MINIMAL);
     f.readiness = Some(Readiness::TimedOut);
     assert_eq!(booted(&mut f).0, 0);
-    assert!(f.console.contains("[ERROR] [hypeman-init:agent] guest agent not ready within 10000 ms"));
+    assert!(f
+        .console
+        .contains("[ERROR] [hypeman-init:agent] guest agent not ready within 10000 ms"));
 }
 
 #[test]
@@ -328,7 +422,12 @@ fn skip_guest_agent() {
 fn unknown_config_keys_are_visible_in_the_log() {
     let mut f = ready_fake(r#"{"cmd":["/bin/app"],"entrypiont":["x"]}"#);
     booted(&mut f);
-    assert!(f.console.contains("[hypeman-init:config] warning: unknown key \"entrypiont\""), "{}", f.console);
+    assert!(
+        f.console
+            .contains("[hypeman-init:config] warning: unknown key \"entrypiont\""),
+        "{}",
+        f.console
+    );
 }
 
 #[test]
@@ -350,11 +449,17 @@ fn direct_boot_binds_the_image_root() {
     let mut f = ready_fake(MINIMAL);
     f.root_magic = 0xEF53;
     f.files.remove("/dev/vda");
-    f.files.insert("/run/.hypeman/mnt/config/config.json".into(), MINIMAL.into());
+    f.files.insert(
+        "/run/.hypeman/mnt/config/config.json".into(),
+        MINIMAL.into(),
+    );
     assert_eq!(booted(&mut f).0, 0);
     index(&f, "wait /dev/vdb,/dev/vdc 10000ms");
     index(&f, "mount / /run/.hypeman/lower");
-    index(&f, "mount overlay /run/.hypeman/overlay/newroot overlay lowerdir=/run/.hypeman/lower,");
+    index(
+        &f,
+        "mount overlay /run/.hypeman/overlay/newroot overlay lowerdir=/run/.hypeman/lower,",
+    );
     index(&f, "switch_root /run/.hypeman/overlay/newroot");
     assert!(f.calls_with("free_initramfs").is_empty());
 }
@@ -363,9 +468,18 @@ fn direct_boot_binds_the_image_root() {
 fn modules_load_in_dependency_order() {
     let mut f = ready_fake(MINIMAL);
     let dir = "/lib/modules/6.1.0-test";
-    f.file(&format!("{dir}/modules.dep"), b"kernel/ext4.ko: kernel/jbd2.ko\nkernel/jbd2.ko:\nkernel/crc32c_generic.ko:\n");
-    f.file(&format!("{dir}/modules.softdep"), b"softdep ext4 pre: crc32c\n");
-    f.file(&format!("{dir}/modules.alias"), b"alias crc32c crc32c_generic\n");
+    f.file(
+        &format!("{dir}/modules.dep"),
+        b"kernel/ext4.ko: kernel/jbd2.ko\nkernel/jbd2.ko:\nkernel/crc32c_generic.ko:\n",
+    );
+    f.file(
+        &format!("{dir}/modules.softdep"),
+        b"softdep ext4 pre: crc32c\n",
+    );
+    f.file(
+        &format!("{dir}/modules.alias"),
+        b"alias crc32c crc32c_generic\n",
+    );
     booted(&mut f);
     let loads = f.calls_with("load_module");
     assert_eq!(

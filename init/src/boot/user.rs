@@ -36,8 +36,14 @@ fn passwd_entries(passwd: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
 fn group_entries(group: &str) -> impl Iterator<Item = (&str, u32, Vec<&str>)> {
     group.lines().filter_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
-        let members = f.get(3).map(|m| m.split(',').filter(|s| !s.is_empty()).collect());
-        Some((*f.first()?, f.get(2)?.parse().ok()?, members.unwrap_or_default()))
+        let members = f
+            .get(3)
+            .map(|m| m.split(',').filter(|s| !s.is_empty()).collect());
+        Some((
+            *f.first()?,
+            f.get(2)?.parse().ok()?,
+            members.unwrap_or_default(),
+        ))
     })
 }
 
@@ -57,8 +63,8 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<User, String> {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let entry = passwd_entries(passwd)
-        .find(|e| e.name == user_part || user_part.parse() == Ok(e.uid));
+    let entry =
+        passwd_entries(passwd).find(|e| e.name == user_part || user_part.parse() == Ok(e.uid));
     let (uid, mut gid, name, home) = match (&entry, user_part.parse::<u32>()) {
         (Some(e), _) => (e.uid, e.gid, Some(e.name), Some(e.home.to_string())),
         (None, Ok(uid)) => (uid, uid, None, None),
@@ -85,20 +91,35 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<User, String> {
 mod tests {
     use super::*;
 
-    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\nbroken\n";
+    const PASSWD: &str =
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\nbroken\n";
     const GROUP: &str = "root:x:0:\nwheel:x:10:app,other\napp:x:1000:\nstaff:x:50:\n";
 
     #[test]
     fn by_name_with_supplementary_groups() {
         let u = resolve("app", PASSWD, GROUP).unwrap();
-        assert_eq!(u.creds, Credentials { uid: 1000, gid: 1000, groups: vec![1000, 10] });
+        assert_eq!(
+            u.creds,
+            Credentials {
+                uid: 1000,
+                gid: 1000,
+                groups: vec![1000, 10]
+            }
+        );
         assert_eq!(u.home.as_deref(), Some("/home/app"));
     }
 
     #[test]
     fn numeric_and_explicit_group() {
         let u = resolve("4242:50", PASSWD, GROUP).unwrap();
-        assert_eq!(u.creds, Credentials { uid: 4242, gid: 50, groups: vec![50] });
+        assert_eq!(
+            u.creds,
+            Credentials {
+                uid: 4242,
+                gid: 50,
+                groups: vec![50]
+            }
+        );
         assert_eq!(u.home, None);
         let u = resolve("app:staff", PASSWD, GROUP).unwrap();
         assert_eq!(u.creds.gid, 50);
@@ -108,7 +129,13 @@ mod tests {
 
     #[test]
     fn unknown_names_are_errors() {
-        assert_eq!(resolve("nobody", PASSWD, GROUP).unwrap_err(), "unknown user \"nobody\"");
-        assert_eq!(resolve("app:nogroup", PASSWD, GROUP).unwrap_err(), "unknown group \"nogroup\"");
+        assert_eq!(
+            resolve("nobody", PASSWD, GROUP).unwrap_err(),
+            "unknown user \"nobody\""
+        );
+        assert_eq!(
+            resolve("app:nogroup", PASSWD, GROUP).unwrap_err(),
+            "unknown group \"nogroup\""
+        );
     }
 }

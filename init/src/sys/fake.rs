@@ -142,7 +142,10 @@ impl Sys for FakeSys {
         Ok(9)
     }
     fn mount(&mut self, m: &Mount) -> io::Result<()> {
-        self.record(format!("mount {} {} {} {}", m.source, m.target, m.fstype, m.data));
+        self.record(format!(
+            "mount {} {} {} {}",
+            m.source, m.target, m.fstype, m.data
+        ));
         match self.failing_mounts.get(&m.target) {
             Some(errno) => Err(io::Error::from_raw_os_error(*errno)),
             None => Ok(()),
@@ -172,7 +175,11 @@ impl Sys for FakeSys {
         Ok(())
     }
     fn wait_for_paths(&mut self, paths: &[String], timeout: Duration) -> Result<(), String> {
-        self.record(format!("wait {} {}ms", paths.join(","), timeout.as_millis()));
+        self.record(format!(
+            "wait {} {}ms",
+            paths.join(","),
+            timeout.as_millis()
+        ));
         match paths.iter().find(|p| self.never_appear.contains(*p)) {
             Some(p) => Err(p.clone()),
             None => Ok(()),
@@ -190,7 +197,10 @@ impl Sys for FakeSys {
         }
         self.next_pid += 1;
         let ready_fd = spec.readiness_fd.then_some(50);
-        Ok(Child { pid: self.next_pid, ready_fd })
+        Ok(Child {
+            pid: self.next_pid,
+            ready_fd,
+        })
     }
     fn wait_ready(&mut self, fd: i32, timeout: Duration) -> Readiness {
         self.record(format!("wait_ready {fd} {}ms", timeout.as_millis()));

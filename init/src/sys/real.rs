@@ -94,7 +94,10 @@ impl Sys for RealSys {
     }
 
     fn mkdir_all(&mut self, path: &str) -> io::Result<()> {
-        fs::DirBuilder::new().recursive(true).mode(0o755).create(path)
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(path)
     }
 
     fn read_file(&self, path: &str, limit: usize) -> io::Result<Vec<u8>> {
@@ -175,14 +178,15 @@ impl Sys for RealSys {
 
     fn remount_ro(&mut self, target: &str) -> io::Result<()> {
         let flags = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-        nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
-            .map_err(errno_io)
+        nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(errno_io)
     }
 
     fn free_initramfs(&mut self) -> io::Result<u64> {
         let magic = self.statfs_magic("/")?;
         if magic != super::RAMFS_MAGIC && magic != super::TMPFS_MAGIC {
-            return Err(io::Error::other("root is not ramfs or tmpfs; nothing deleted"));
+            return Err(io::Error::other(
+                "root is not ramfs or tmpfs; nothing deleted",
+            ));
         }
         let root_dev = fs::symlink_metadata("/")?.dev();
         Ok(remove_children(Path::new("/"), root_dev))
@@ -190,14 +194,8 @@ impl Sys for RealSys {
 
     fn switch_root(&mut self, newroot: &str) -> io::Result<()> {
         nix::unistd::chdir(newroot).map_err(errno_io)?;
-        nix::mount::mount(
-            Some("."),
-            "/",
-            None::<&str>,
-            MsFlags::MS_MOVE,
-            None::<&str>,
-        )
-        .map_err(errno_io)?;
+        nix::mount::mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+            .map_err(errno_io)?;
         nix::unistd::chroot(".").map_err(errno_io)?;
         nix::unistd::chdir("/").map_err(errno_io)
     }
@@ -403,8 +401,8 @@ pub fn wait_for_paths(paths: &[String], timeout: Duration) -> Result<(), String>
     let Some(first) = first_missing(paths) else {
         return Ok(());
     };
-    let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
-        .map_err(|_| first.clone())?;
+    let inotify =
+        Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).map_err(|_| first.clone())?;
     for p in paths {
         let parent = Path::new(p).parent().unwrap_or(Path::new("/"));
         let mask = AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_ATTRIB;
@@ -477,7 +475,11 @@ mod spawn {
     }
 
     fn prepare(spec: &SpawnSpec) -> Result<Prepared, SpawnError> {
-        let argv = spec.argv.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?;
+        let argv = spec
+            .argv
+            .iter()
+            .map(|a| cstr(a))
+            .collect::<Result<_, _>>()?;
         let env = spec
             .env
             .iter()
@@ -545,7 +547,7 @@ mod spawn {
             }
         }
         if got < buf.len() {
-            let ready_fd = ready.map(|fd| std::os::fd::IntoRawFd::into_raw_fd(fd));
+            let ready_fd = ready.map(std::os::fd::IntoRawFd::into_raw_fd);
             return Ok(Child { pid, ready_fd });
         }
         // The child failed and exits by itself; reap it here so the supervisor
@@ -686,7 +688,10 @@ mod tests {
     #[test]
     fn kmsg_records_filter_by_time() {
         assert_eq!(
-            kmsg_record(b"3,100,5000000,-;Out of memory: Killed process 7\n", 4_000_000),
+            kmsg_record(
+                b"3,100,5000000,-;Out of memory: Killed process 7\n",
+                4_000_000
+            ),
             Some("Out of memory: Killed process 7".into())
         );
         assert_eq!(kmsg_record(b"3,100,5000000,-;old", 6_000_000), None);

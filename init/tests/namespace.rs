@@ -1,0 +1,345 @@
+//! Tier 3: the real `init` binary as PID 1 of new PID + mount namespaces with
+//! loop-device disks. Needs root (as CI runs).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{config, Root, Scenario};
+
+fn lines_after<'a>(console: &'a [String], marker: &str) -> Vec<&'a str> {
+    let start = console
+        .iter()
+        .position(|l| l == marker)
+        .unwrap_or_else(|| panic!("no {marker}"));
+    console[start + 1..]
+        .iter()
+        .map(String::as_str)
+        .take_while(|l| !l.starts_with("---"))
+        .collect()
+}
+
+const PROBE: &str = r#"
+echo "--- argv"; for a in "$@"; do echo "[$a]"; done
+echo "--- env"; tr '\0' '\n' < /proc/$$/environ | sort
+echo "--- cwd"; pwd
+echo "--- ids"; id -u; id -g; id -G
+echo "--- root"; cat /etc/marker; grep ' / ' /proc/mounts | awk '{print $3}'
+echo "--- end"
+"#;
+
+#[test]
+fn app_sees_the_overlay_root_with_exact_env_argv_workdir_and_user() {
+    for root in [Root::Ext4, Root::Erofs] {
+        let cfg = serde_json::json!({
+            "entrypoint": ["/bin/sh", "-c"],
+            "cmd": [PROBE, "argv0", "a b", "", "*"],
+            "workdir": "/srv/work dir",
+            "env": {"GREETING": "hello world", "EMPTY": ""},
+            "init_mode": "exec",
+            "skip_guest_agent": true,
+            "user": "app",
+        })
+        .to_string();
+        let mut s = Scenario::new(&cfg);
+        s.root = root;
+        let out = s.boot();
+        let c = &out.console;
+        assert_eq!(
+            lines_after(c, "--- argv"),
+            ["[a b]", "[]", "[*]"],
+            "{root:?}"
+        );
+        assert_eq!(
+            lines_after(c, "--- env"),
+            [
+                "EMPTY=",
+                "GREETING=hello world",
+                "HOME=/home/app",
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            ]
+        );
+        assert_eq!(lines_after(c, "--- cwd"), ["/srv/work dir"]);
+        assert_eq!(lines_after(c, "--- ids"), ["1000", "1000", "1000 10"]);
+        assert_eq!(lines_after(c, "--- root"), ["from-image", "overlay"]);
+        assert_eq!(
+            out.exit_line(),
+            r#"HYPEMAN-EXIT code=0 message="success""#,
+            "{}",
+            out.text()
+        );
+        out.assert_powered_off();
+    }
+}
+
+#[test]
+fn writes_land_on_the_overlay_disk() {
+    let s = Scenario::new(&config(
+        &[
+            "/bin/sh",
+            "-c",
+            "echo persisted > /srv/new-file && cat /srv/new-file",
+        ],
+        "",
+    ));
+    let running = s.start();
+    let img = running.overlay_img.clone();
+    let out = running.finish();
+    assert!(
+        out.console.iter().any(|l| l == "persisted"),
+        "{}",
+        out.text()
+    );
+    assert_eq!(out.exit_line(), r#"HYPEMAN-EXIT code=0 message="success""#);
+    out.assert_powered_off();
+    let fsck = std::process::Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    let listing = std::process::Command::new("debugfs")
+        .args(["-R", "cat /upper/srv/new-file"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&listing.stdout),
+        "persisted\n",
+        "{}",
+        String::from_utf8_lossy(&listing.stderr)
+    );
+}
+
+#[test]
+fn exit_codes_give_the_exact_messages() {
+    let cases: [(&[&str], &str); 5] = [
+        (&["/bin/true"], r#"code=0 message="success""#),
+        (&["/bin/false"], r#"code=1 message="exit code 1""#),
+        (
+            &["/etc/not-executable"],
+            r#"code=126 message="permission denied (command not executable)""#,
+        ),
+        (
+            &["no-such-command"],
+            r#"code=127 message="command not found""#,
+        ),
+        (
+            &["/bin/sh", "-c", "kill -SEGV $$"],
+            r#"code=139 message="killed by signal 11 (segmentation fault)""#,
+        ),
+    ];
+    for (cmd, expected) in cases {
+        let out = Scenario::new(&config(cmd, "")).boot();
+        assert_eq!(
+            out.exit_line(),
+            format!("HYPEMAN-EXIT {expected}"),
+            "{}",
+            out.text()
+        );
+        out.assert_powered_off();
+    }
+}
+
+const TRAPS: &str = r#"
+t=0 h=0 q=0 i=0
+trap 'echo got-TERM; t=1' TERM
+trap 'echo got-HUP; h=1' HUP
+trap 'echo got-QUIT; q=1' QUIT
+trap 'echo got-INT; i=1' INT
+echo app-ready
+n=0
+while [ $n -lt 600 ]; do
+  [ "$t$h$q$i" = 1111 ] && exit 0
+  sleep 0.05; n=$((n+1))
+done
+exit 9
+"#;
+
+#[test]
+fn signals_sent_to_pid1_reach_the_app() {
+    let mut r = Scenario::new(&config(&["/bin/sh", "-c", TRAPS], "")).start();
+    r.wait_line("app-ready");
+    let signals = [
+        (libc::SIGTERM, "TERM"),
+        (libc::SIGHUP, "HUP"),
+        (libc::SIGQUIT, "QUIT"),
+        (libc::SIGINT, "INT"),
+    ];
+    for (sig, name) in signals {
+        r.signal_init(sig);
+        r.wait_line(&format!("got-{name}"));
+    }
+    let out = r.finish();
+    assert_eq!(
+        out.exit_line(),
+        r#"HYPEMAN-EXIT code=0 message="success""#,
+        "{}",
+        out.text()
+    );
+    out.assert_powered_off();
+}
+
+#[test]
+fn kill_term_1_from_the_app_reaches_the_app() {
+    let script = r#"trap 'echo got-TERM; exit 42' TERM; kill -TERM 1; n=0; while [ $n -lt 200 ]; do sleep 0.05; n=$((n+1)); done; exit 3"#;
+    let out = Scenario::new(&config(&["/bin/sh", "-c", script], "")).boot();
+    assert!(
+        out.console.iter().any(|l| l == "got-TERM"),
+        "{}",
+        out.text()
+    );
+    assert_eq!(
+        out.exit_line(),
+        r#"HYPEMAN-EXIT code=42 message="exit code 42""#
+    );
+    out.assert_powered_off();
+}
+
+#[test]
+fn double_forked_children_leave_no_zombie() {
+    let script = r#"
+i=0; while [ $i -lt 100 ]; do sh -c 'sleep 0.3 & exit 0'; i=$((i+1)); done
+sleep 1.5
+z=0; for f in /proc/[0-9]*/stat; do s=$(awk '{print $3}' "$f" 2>/dev/null); [ "$s" = Z ] && z=$((z+1)); done
+echo "zombies=$z"
+"#;
+    let out = Scenario::new(&config(&["/bin/sh", "-c", script], "")).boot();
+    assert!(
+        out.console.iter().any(|l| l == "zombies=0"),
+        "{}",
+        out.text()
+    );
+    assert_eq!(out.exit_line(), r#"HYPEMAN-EXIT code=0 message="success""#);
+}
+
+fn assert_init_failure(out: &common::Outcome, phase: &str) {
+    let line = out.exit_line();
+    assert!(
+        line.contains(&format!("message=\"init: {phase}: ")),
+        "{line}\n{}",
+        out.text()
+    );
+    assert!(
+        out.console.iter().any(|l| l.contains("[ERROR]")),
+        "{}",
+        out.text()
+    );
+    assert!(!out
+        .console
+        .iter()
+        .any(|l| l.starts_with("HYPEMAN-PROGRAM-START")));
+    out.assert_powered_off();
+}
+
+#[test]
+fn no_config_disk() {
+    let mut s = Scenario::new("");
+    s.config = None;
+    let out = s.boot();
+    assert_init_failure(&out, "devices");
+    assert!(out
+        .exit_line()
+        .contains("/dev/hypeman-test-no-such-disk did not appear"));
+}
+
+#[test]
+fn corrupt_config_json() {
+    let out = Scenario::new("{\"cmd\": [\"/bin/true\",").boot();
+    assert_init_failure(&out, "config");
+}
+
+#[test]
+fn garbage_root_disk() {
+    let mut s = Scenario::new(&config(&["/bin/true"], ""));
+    s.root = Root::Garbage;
+    let out = s.boot();
+    assert_init_failure(&out, "root-disk");
+    assert!(out.exit_line().contains("unknown filesystem"));
+}
+
+#[test]
+fn forced_panic_ends_in_an_init_sentinel() {
+    let mut s = Scenario::new(&config(&["/bin/true"], ""));
+    s.cmdline = "hypeman.test_panic=1".into();
+    let out = s.boot();
+    assert_init_failure(&out, "internal");
+    assert!(out.exit_line().contains("test-only panic trigger"));
+}
+
+#[test]
+fn missing_workdir() {
+    let cfg = config(&["/bin/true"], "").replace(r#""workdir":"/""#, r#""workdir":"/nope""#);
+    let out = Scenario::new(&cfg).boot();
+    assert_init_failure(&out, "workdir");
+}
+
+#[test]
+fn agent_readiness_then_app() {
+    let agent = "#!/bin/sh\necho \"agent fd=$HYPEMAN_AGENT_READY_FD file=$HYPEMAN_AGENT_READY_FILE\"\nprintf R >&3\nexec sleep 30\n";
+    let cfg = config(&["/bin/sh", "-c", "ls /opt/hypeman; echo app-ran"], "")
+        .replace(",\"skip_guest_agent\":true", "");
+    let mut s = Scenario::new(&cfg);
+    s.agent = Some(agent.into());
+    let out = s.boot();
+    let text = out.text();
+    let agent_at = text
+        .find("agent fd=3 file=/run/hypeman/guest-agent-ready")
+        .expect(&text);
+    let ready_at = text.find("guest agent ready").expect(&text);
+    let start_at = text.find("HYPEMAN-PROGRAM-START ts=").expect(&text);
+    assert!(agent_at < ready_at && ready_at < start_at, "{text}");
+    assert!(out.console.iter().any(|l| l == "guest-agent"));
+    assert_eq!(out.exit_line(), r#"HYPEMAN-EXIT code=0 message="success""#);
+}
+
+#[test]
+fn missing_agent_is_one_error_and_boot_goes_on() {
+    let cfg = config(&["/bin/true"], "").replace(",\"skip_guest_agent\":true", "");
+    let out = Scenario::new(&cfg).boot();
+    let errors: Vec<&String> = out
+        .console
+        .iter()
+        .filter(|l| l.contains("[ERROR]"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", out.text());
+    assert!(errors[0].contains("guest-agent"));
+    assert_eq!(out.exit_line(), r#"HYPEMAN-EXIT code=0 message="success""#);
+}
+
+#[test]
+fn direct_boot_from_a_read_only_image() {
+    let script = "cat /etc/marker; echo new > /new-file && cat /new-file; grep ' / ' /proc/mounts | awk '{print $3}'";
+    let mut s = Scenario::new(&config(&["/bin/sh", "-c", script], ""));
+    s.direct = true;
+    let out = s.boot();
+    let c: Vec<&str> = out.console.iter().map(String::as_str).collect();
+    for want in ["from-image", "new", "overlay"] {
+        assert!(c.contains(&want), "{want}: {}", out.text());
+    }
+    assert_eq!(out.exit_line(), r#"HYPEMAN-EXIT code=0 message="success""#);
+    out.assert_powered_off();
+}
+
+#[test]
+fn timing_line_is_separate_from_the_sentinel() {
+    let out = Scenario::new(&config(&["/bin/true"], "")).boot();
+    let start = out
+        .console
+        .iter()
+        .find(|l| l.starts_with("HYPEMAN-PROGRAM-START "))
+        .expect("start");
+    assert!(start.ends_with(" mode=exec"), "{start}");
+    let timing = out
+        .console
+        .iter()
+        .find(|l| l.contains("[hypeman-init:timing]"))
+        .expect("timing");
+    for part in ["to execve", "mounts=", "devices=", "config=", "agent="] {
+        assert!(timing.contains(part), "{timing}");
+    }
+}
