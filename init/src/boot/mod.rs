@@ -323,7 +323,33 @@ fn read_config<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<Config, BootError> {
             &format!("warning: unknown key {key:?} ignored"),
         );
     }
+    report_unsupported(sys, &parsed.config);
     Ok(parsed.config)
+}
+
+/// Features of the contract this init does not serve yet: one ERROR line each,
+/// so nothing is silently dropped.
+fn report_unsupported<S: Sys>(sys: &mut S, c: &Config) {
+    let mut missing = Vec::new();
+    if c.network_enabled() {
+        missing.push("network_enabled");
+    }
+    if c.volume_mounts.as_ref().is_some_and(|v| !v.is_empty()) {
+        missing.push("volume_mounts");
+    }
+    if c.init_mode() == config::InitMode::Systemd {
+        missing.push("init_mode=systemd (running exec mode)");
+    }
+    if c.egress_proxy
+        .as_ref()
+        .is_some_and(|p| p.enabled == Some(true))
+    {
+        missing.push("egress_proxy");
+    }
+    for m in missing {
+        let msg = format!("{m} is not supported by this init yet; ignored");
+        report::error(sys, "config", &msg);
+    }
 }
 
 fn prepare_newroot<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> Result<(), BootError> {

@@ -515,3 +515,20 @@ fn inherit_console_keeps_fds() {
     run(&mut f, &inputs);
     assert!(f.calls_with("console ").is_empty());
 }
+
+#[test]
+fn unsupported_features_are_reported_not_dropped() {
+    let mut f = ready_fake(
+        r#"{"cmd":["/bin/app"],"network_enabled":true,"volume_mounts":[{"device":"/dev/vdd","path":"/data"}]}"#,
+    );
+    assert_eq!(booted(&mut f).0, 0);
+    assert!(
+        f.console
+            .contains("[ERROR] [hypeman-init:config] network_enabled is not supported"),
+        "{}",
+        f.console
+    );
+    assert!(f
+        .console
+        .contains("[ERROR] [hypeman-init:config] volume_mounts is not supported"));
+}
