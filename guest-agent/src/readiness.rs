@@ -10,36 +10,46 @@ pub const READY_FD_ENV: &str = "HYPEMAN_AGENT_READY_FD";
 /// File to create once listening.
 pub const READY_FILE_ENV: &str = "HYPEMAN_AGENT_READY_FILE";
 
-/// Print AGENT-READY, write the readiness byte, create the ready file.
+/// Create the ready file, print AGENT-READY, then write the readiness byte (so
+/// the line is on the console before init goes on). A bad readiness fd is
+/// refused before anything is announced.
 pub fn announce() -> io::Result<()> {
+    let pipe = match std::env::var(READY_FD_ENV) {
+        Ok(fd) => Some(ready_pipe(&fd)?),
+        Err(_) => None,
+    };
+    if let Ok(path) = std::env::var(READY_FILE_ENV) {
+        write_ready_file(Path::new(&path))?;
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let secs = i64::try_from(now.as_secs()).unwrap_or(0);
-    if let Ok(fd) = std::env::var(READY_FD_ENV) {
-        write_ready_byte(&fd)?;
-    }
-    if let Ok(path) = std::env::var(READY_FILE_ENV) {
-        write_ready_file(Path::new(&path))?;
-    }
     let line = guest_contract::sentinel::agent_ready(secs, now.subsec_nanos()).render();
-    println!("{line}");
-    Ok(())
+    let mut out = io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    match pipe {
+        Some(mut p) => p.write_all(b"R"),
+        None => Ok(()),
+    }
 }
 
-fn write_ready_byte(fd: &str) -> io::Result<()> {
+fn ready_pipe(fd: &str) -> io::Result<File> {
     let fd: i32 = fd
         .parse()
         .map_err(|_| io::Error::other(format!("{READY_FD_ENV}={fd:?} is not a file descriptor")))?;
     if fd < 3 {
-        return Err(io::Error::other(format!(
-            "{READY_FD_ENV}={fd} would clobber stdio"
-        )));
+        return Err(io::Error::other(format!("{READY_FD_ENV}={fd} would clobber stdio")));
     }
-    // SAFETY: init hands us this fd (a pipe's write end) for exactly this purpose
-    // and nothing else in the process uses it; the File closes it after the write.
-    let mut pipe = unsafe { File::from_raw_fd(fd) };
-    pipe.write_all(b"R")
+    // SAFETY: fcntl(F_GETFD) only queries the descriptor table.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io::Error::other(format!("{READY_FD_ENV}={fd} is not open")));
+    }
+    // SAFETY: the fd is open, and init hands it to us (a pipe's write end) for
+    // exactly this purpose; nothing else in the process uses it, and the File
+    // closes it after the write.
+    Ok(unsafe { File::from_raw_fd(fd) })
 }
 
 fn write_ready_file(path: &Path) -> io::Result<()> {
