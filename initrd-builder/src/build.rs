@@ -114,6 +114,8 @@ fn cleanup(staged: Vec<(PathBuf, &Path)>, err: InitrdError) -> InitrdError {
 
 /// Builds an image from a spec. Pure apart from reading the spec's input files.
 pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildOutput, InitrdError> {
+    check_file_name_part("image.name", &spec.image.name)?;
+    check_file_name_part("init.version", &spec.init.version)?;
     let mut c = Collector::new(spec, opts)?;
     c.add_required(spec)?;
     let kernel = c.add_kernel(spec)?;
@@ -353,6 +355,17 @@ impl Collector {
             builtin: res.builtin,
         }))
     }
+}
+
+/// Name and version become part of file names: keep them to `[A-Za-z0-9._+~-]`.
+fn check_file_name_part(field: &str, value: &str) -> Result<(), InitrdError> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || "._+~-".contains(c);
+    if value.is_empty() || !value.chars().all(ok) || value.starts_with('.') {
+        return Err(InitrdError::Spec(format!(
+            "{field} {value:?} must be non-empty and use only letters, digits and . _ + ~ -"
+        )));
+    }
+    Ok(())
 }
 
 fn default_mode(data: &[u8]) -> u32 {

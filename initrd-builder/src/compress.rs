@@ -241,6 +241,7 @@ pub fn lz4_legacy_decompress(data: &[u8]) -> Result<Vec<u8>, CompressError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

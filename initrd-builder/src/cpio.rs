@@ -398,6 +398,7 @@ fn read_record(bytes: &[u8], pos: usize) -> Result<(RawEntry, usize), CpioError>
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

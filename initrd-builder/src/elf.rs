@@ -87,6 +87,7 @@ pub fn machine_of_arch(arch: &str) -> Option<u16> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

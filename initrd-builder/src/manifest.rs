@@ -169,6 +169,7 @@ pub fn file_stem(name: &str, version: &str, build_id: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -525,6 +525,7 @@ pub fn read_module(path: &Path) -> Result<Vec<u8>, ModuleError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -148,6 +148,7 @@ fn write_new(path: &Path, mode: u32, text: &str) -> Result<(), KeyError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

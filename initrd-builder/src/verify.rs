@@ -233,6 +233,7 @@ pub fn verify_files(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1,5 +1,6 @@
 //! Build-time checks: static ELF of the right architecture, size budget, and
 //! nothing written when a build fails.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -124,6 +125,12 @@ fn spec_errors_are_clear() {
     );
     let err = build(&spec, &BuildOptions::default()).unwrap_err();
     assert!(err.to_string().contains("duplicate entry /init"), "{err}");
+    let bad = Spec::parse(
+        "[init]\npath = \"init\"\nversion = \"1/../x\"\nprotocol = 1\n",
+        dir.path(),
+    );
+    let err = build(&bad.unwrap(), &BuildOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("init.version"), "{err}");
     let missing = dir.path().join("nope.toml");
     let err = Spec::load(&missing).unwrap_err();
     assert!(err.to_string().contains("nope.toml"), "{err}");

@@ -1,5 +1,6 @@
 //! An independent reader (GNU cpio after zcat / zstd -dc / lz4 -dc) sees exactly
 //! the entries, modes, link targets and contents the spec asked for.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

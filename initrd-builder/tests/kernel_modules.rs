@@ -1,5 +1,6 @@
 //! Module resolution against Debian's real 6.1 kernel, fetched (once, cached)
 //! by scripts/fetch-kernel.sh into <repo>/.cache/kernel.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -233,4 +234,42 @@ fn standard_modules_fit_their_budget() {
         "{} bytes",
         out.manifest.image.size
     );
+}
+
+#[test]
+fn the_standard_spec_builds_against_the_cached_kernel() {
+    let (kver, _) = kernel();
+    let target = tempfile::tempdir().unwrap();
+    let release = target.path().join("x86_64-unknown-linux-gnu/release");
+    write(&release.join("init"), &tiny_elf(X86_64, b"init"));
+    write(&release.join("guest-agent"), &tiny_elf(X86_64, b"agent"));
+    let spec = Spec::load(&repo().join("initrd-builder/specs/guestinit.toml")).unwrap();
+    let mut o = opts(kver);
+    o.vars
+        .insert("target_dir".into(), target.path().display().to_string());
+    let out = build(&spec, &o).unwrap();
+    let m = &out.manifest;
+    assert_eq!(m.name, "guestinit");
+    assert!(m
+        .kernel
+        .as_ref()
+        .unwrap()
+        .modules
+        .contains(&"vmw_vsock_virtio_transport".to_string()));
+    let find = |p: &str| {
+        m.entries
+            .iter()
+            .find(|e| e.path == p)
+            .unwrap_or_else(|| panic!("{p}"))
+    };
+    assert_eq!(find("/tmp").mode, "1777");
+    assert_eq!(find("/usr/local/bin/guest-agent").mode, "0755");
+    assert!(
+        !m.entries.iter().any(|e| e.path == "/bin/sh"),
+        "debug entries only with --debug"
+    );
+    o.debug = true;
+    let dbg = build(&spec, &o).unwrap();
+    assert!(dbg.manifest.entries.iter().any(|e| e.path == "/bin/sh"));
+    assert!(dbg.manifest.debug);
 }

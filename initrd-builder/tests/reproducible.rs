@@ -1,6 +1,7 @@
 //! Reproducibility: different directories, mtimes, umask, source modes and spec
 //! entry order with the same SOURCE_DATE_EPOCH give identical bytes; one changed
 //! input byte changes the hashes.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Signature, manifest and image verification: a flipped byte anywhere fails
 //! with a clear error.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

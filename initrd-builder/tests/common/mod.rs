@@ -74,7 +74,7 @@ pub fn fixture(dir: &Path, compression: &str, reverse: bool) -> PathBuf {
     write(&dir.join("bin/agent"), &tiny_elf(X86_64, b"agent payload"));
     write(&dir.join("data/motd"), b"hello from the initrd\n");
     write(&dir.join("data/debug-tool"), &tiny_elf(X86_64, b"debug"));
-    let mut extras = vec![
+    let mut extras = [
         "[[file]]\nsrc = \"data/motd\"\ndest = \"/etc/motd\"\nmode = 0o640\n",
         "[[symlink]]\npath = \"/bin/agent\"\ntarget = \"../usr/local/bin/guest-agent\"\n",
         "[[dir]]\npath = \"/run/empty\"\nmode = \"0700\"\n",
