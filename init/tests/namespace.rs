@@ -59,9 +59,18 @@ fn app_sees_the_overlay_root_with_exact_env_argv_workdir_and_user() {
                 "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             ]
         );
-        assert_eq!(lines_after(c, "--- cwd"), ["/srv/work dir"]);
-        assert_eq!(lines_after(c, "--- ids"), ["1000", "1000", "1000 10"]);
-        assert_eq!(lines_after(c, "--- root"), ["from-image", "overlay"]);
+        let text = out.text();
+        assert_eq!(lines_after(c, "--- cwd"), ["/srv/work dir"], "{text}");
+        assert_eq!(
+            lines_after(c, "--- ids"),
+            ["1000", "1000", "1000 10"],
+            "{text}"
+        );
+        assert_eq!(
+            lines_after(c, "--- root"),
+            ["from-image", "overlay"],
+            "{text}"
+        );
         assert_eq!(
             out.exit_line(),
             r#"HYPEMAN-EXIT code=0 message="success""#,

@@ -137,7 +137,7 @@ pub fn mkfs_ext4(dir: Option<&Path>, img: &Path, size_mb: u32, journal: bool) {
 
 /// erofs image of a folder.
 pub fn mkfs_erofs(dir: &Path, img: &Path) {
-    run(Command::new("mkfs.erofs").arg("-q").arg(img).arg(dir));
+    run(Command::new("mkfs.erofs").arg("--quiet").arg(img).arg(dir));
 }
 
 /// Root filesystem kinds.

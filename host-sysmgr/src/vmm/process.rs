@@ -1,0 +1,216 @@
+//! A running VMM process: start, wait, power down, quit, kill.
+//!
+//! The VMM runs in its own process group with PR_SET_PDEATHSIG = SIGKILL, so it
+//! dies with its parent; dropping a [`Vm`] kills and reaps it.
+
+use super::{Backend, ControlRequest, Launch, VmConfig, VmmError};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A started VM.
+pub struct Vm {
+    child: Option<Child>,
+    control: Option<PathBuf>,
+    power_down: ControlRequest,
+    quit: ControlRequest,
+    /// What was started (for logs and reports).
+    pub launch: Launch,
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> VmmError {
+    let context = context.into();
+    move |source| VmmError::Io { context, source }
+}
+
+fn write_files(launch: &Launch) -> Result<(), VmmError> {
+    for (path, contents) in &launch.files {
+        std::fs::write(path, contents).map_err(io_err(format!("write {}", path.display())))?;
+    }
+    Ok(())
+}
+
+fn command(launch: &Launch, stderr_log: &Path) -> Result<Command, VmmError> {
+    let stderr = std::fs::File::create(stderr_log)
+        .map_err(io_err(format!("create {}", stderr_log.display())))?;
+    let mut cmd = Command::new(&launch.program);
+    cmd.args(&launch.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .process_group(0);
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
+impl Vm {
+    /// Start `cfg` with `backend`. The VMM's stderr goes to `<runtime_dir>/vmm.stderr`.
+    pub fn start(cfg: &VmConfig, backend: &dyn Backend) -> Result<Vm, VmmError> {
+        let launch = backend.launch(cfg)?;
+        std::fs::create_dir_all(&cfg.runtime_dir).map_err(io_err("create runtime dir"))?;
+        write_files(&launch)?;
+        if let Some(sock) = &launch.control_socket {
+            let _ = std::fs::remove_file(sock);
+        }
+        let child = command(&launch, &cfg.runtime_dir.join("vmm.stderr"))?
+            .spawn()
+            .map_err(|source| VmmError::Spawn {
+                program: launch.program.clone(),
+                source,
+            })?;
+        Ok(Vm {
+            child: Some(child),
+            control: launch.control_socket.clone(),
+            power_down: backend.power_down_request(),
+            quit: backend.quit_request(),
+            launch,
+        })
+    }
+
+    /// Process id of the VMM.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Wait for the VMM to exit by itself, up to `timeout`; `Ok(None)` on timeout.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>, VmmError> {
+        let deadline = Instant::now() + timeout;
+        let Some(child) = self.child.as_mut() else {
+            return Err(VmmError::Wait("already reaped".into()));
+        };
+        loop {
+            if let Some(st) = child
+                .try_wait()
+                .map_err(|e| VmmError::Wait(e.to_string()))?
+            {
+                self.child = None;
+                return Ok(Some(st));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the VMM still runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
+    }
+
+    /// Ask the guest to power down (ACPI power button).
+    pub fn power_down(&self) -> Result<(), VmmError> {
+        self.control_request(&self.power_down)
+    }
+
+    /// Stop the VMM at once through its control socket.
+    pub fn quit(&self) -> Result<(), VmmError> {
+        self.control_request(&self.quit)
+    }
+
+    /// SIGKILL the VMM's process group and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                // SAFETY: kill has no memory-safety preconditions; the group is ours.
+                unsafe {
+                    libc::kill(-pid, libc::SIGKILL);
+                }
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn control_request(&self, req: &ControlRequest) -> Result<(), VmmError> {
+        let Some(path) = &self.control else {
+            return Err(VmmError::Control {
+                path: String::new(),
+                reason: "no control socket".into(),
+            });
+        };
+        let fail = |reason: String| VmmError::Control {
+            path: path.display().to_string(),
+            reason,
+        };
+        match req {
+            ControlRequest::Qmp(cmd) => qmp(path, cmd).map_err(|e| fail(e.to_string())),
+            ControlRequest::Http(method, uri, body) => {
+                http(path, method, uri, body).map_err(|e| fail(e.to_string()))
+            }
+            ControlRequest::Unsupported => Err(fail("not supported by this backend".into())),
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn connect(path: &Path) -> std::io::Result<UnixStream> {
+    let s = UnixStream::connect(path)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    Ok(s)
+}
+
+/// One QMP command after the capabilities handshake; waits for its `return`.
+pub fn qmp(path: &Path, command: &str) -> std::io::Result<()> {
+    let stream = connect(path)?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?; // greeting
+    let mut w = stream;
+    for cmd in ["qmp_capabilities", command] {
+        writeln!(w, "{{\"execute\":\"{cmd}\"}}")?;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                // quit closes the socket before or after answering.
+                return if cmd == "quit" {
+                    Ok(())
+                } else {
+                    Err(std::io::ErrorKind::UnexpectedEof.into())
+                };
+            }
+            if line.contains("\"return\"") {
+                break;
+            }
+            if line.contains("\"error\"") {
+                return Err(std::io::Error::other(line.trim().to_string()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A minimal HTTP/1.1 request over a Unix socket (Cloud Hypervisor, Firecracker).
+pub fn http(path: &Path, method: &str, uri: &str, body: &str) -> std::io::Result<()> {
+    let mut s = connect(path)?;
+    write!(
+        s,
+        "{method} {uri} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head)?;
+    let status = String::from_utf8_lossy(&head[9..12]).to_string();
+    if status.starts_with('2') {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("HTTP {status}")))
+    }
+}

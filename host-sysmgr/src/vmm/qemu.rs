@@ -1,0 +1,295 @@
+//! QEMU backend: q35 (PCI) by default, microvm (MMIO) as an option.
+
+use super::{accel, Accel, Backend, ControlRequest, Launch, Machine, VmConfig, VmmError};
+use std::path::Path;
+
+/// QEMU, with the host facts that shape its command line.
+#[derive(Debug, Clone)]
+pub struct Qemu {
+    /// Binary (default `qemu-system-x86_64`).
+    pub program: String,
+    /// Accelerator after resolving `Auto`.
+    pub accel_on_host: Accel,
+    /// Host TSC in kHz (microvm under TCG).
+    pub tsc_khz: Option<u64>,
+}
+
+impl Qemu {
+    /// Look at this host: hardware KVM? TSC rate?
+    pub fn detect() -> Qemu {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        Qemu {
+            program: "qemu-system-x86_64".into(),
+            accel_on_host: accel::resolve(Accel::Auto, Path::new("/sys/module")),
+            tsc_khz: accel::tsc_khz(&cpuinfo),
+        }
+    }
+
+    fn accel(&self, cfg: &VmConfig) -> Accel {
+        match cfg.accel {
+            Accel::Auto => self.accel_on_host,
+            a => a,
+        }
+    }
+}
+
+fn qmp_path(cfg: &VmConfig) -> std::path::PathBuf {
+    cfg.runtime_dir.join("qmp.sock")
+}
+
+fn push(args: &mut Vec<String>, items: &[&str]) {
+    args.extend(items.iter().map(|s| s.to_string()));
+}
+
+fn cmdline(q: &Qemu, cfg: &VmConfig, accel: Accel) -> String {
+    let mut words: Vec<String> = cfg.cmdline.split_whitespace().map(String::from).collect();
+    let mut add = |w: String| {
+        let key = w.split('=').next().unwrap_or("").to_string();
+        if !words
+            .iter()
+            .any(|x| x.split('=').next() == Some(key.as_str()))
+        {
+            words.push(w);
+        }
+    };
+    add("panic=-1".into());
+    if cfg.machine == Machine::Microvm {
+        add("reboot=t".into());
+        if let (Accel::Tcg, Some(khz)) = (accel, q.tsc_khz) {
+            add(format!("tsc_early_khz={khz}"));
+        }
+    }
+    words.join(" ")
+}
+
+fn machine_args(cfg: &VmConfig, accel: Accel, args: &mut Vec<String>) {
+    let mem = format!("{}M", cfg.memory_mib);
+    let backend = cfg.vsock.is_some().then_some("memory-backend=mem");
+    let machine = match cfg.machine {
+        Machine::Q35 => "q35".to_string(),
+        Machine::Microvm => "microvm,x-option-roms=off,isa-serial=on,rtc=on".to_string(),
+    };
+    let machine = match backend {
+        Some(b) => format!("{machine},{b}"),
+        None => machine,
+    };
+    if cfg.vsock.is_some() {
+        // vhost-user needs guest RAM in a shared memfd, or vsock silently does nothing.
+        let obj = format!("memory-backend-memfd,id=mem,size={mem},share=on");
+        push(args, &["-object", &obj]);
+    }
+    let accel = match accel {
+        Accel::Kvm => "kvm",
+        _ => "tcg",
+    };
+    push(args, &["-M", &machine, "-accel", accel, "-m", &mem]);
+    push(args, &["-smp", &cfg.vcpus.to_string()]);
+}
+
+fn device(cfg: &VmConfig, kind: &str) -> String {
+    match cfg.machine {
+        Machine::Q35 => format!("{kind}-pci"),
+        Machine::Microvm => format!("{kind}-device"),
+    }
+}
+
+fn disk_args(cfg: &VmConfig, args: &mut Vec<String>) {
+    for (i, d) in cfg.disks.iter().enumerate() {
+        let ro = if d.read_only { ",readonly=on" } else { "" };
+        let drive = format!(
+            "file={},if=none,id=d{i},format=raw,cache=unsafe{ro}",
+            d.path.display()
+        );
+        let dev = format!("{},drive=d{i}", device(cfg, "virtio-blk"));
+        push(args, &["-drive", &drive, "-device", &dev]);
+    }
+}
+
+fn nic_args(cfg: &VmConfig, args: &mut Vec<String>) {
+    let Some(nic) = &cfg.nic else { return };
+    let mut netdev = "user,id=n0,ipv6=off,restrict=on".to_string();
+    for (host, guest) in &nic.host_forwards {
+        netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+    }
+    let mut dev = format!("{},netdev=n0", device(cfg, "virtio-net"));
+    if let Some(mac) = &nic.mac {
+        dev.push_str(&format!(",mac={mac}"));
+    }
+    push(args, &["-netdev", &netdev, "-device", &dev]);
+}
+
+fn vsock_args(cfg: &VmConfig, args: &mut Vec<String>) -> Result<(), VmmError> {
+    let Some(v) = &cfg.vsock else { return Ok(()) };
+    let Some(sock) = &v.vhost_user_socket else {
+        return Err(VmmError::Config(
+            "qemu vsock needs a vhost-user socket (vhost-device-vsock)".into(),
+        ));
+    };
+    let chardev = format!("socket,id=vs,path={}", sock.display());
+    let dev = format!("{},chardev=vs", device(cfg, "vhost-user-vsock"));
+    push(args, &["-chardev", &chardev, "-device", &dev]);
+    Ok(())
+}
+
+impl Backend for Qemu {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn launch(&self, cfg: &VmConfig) -> Result<Launch, VmmError> {
+        cfg.validate()?;
+        let accel = self.accel(cfg);
+        let mut args = Vec::new();
+        push(
+            &mut args,
+            &["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"],
+        );
+        machine_args(cfg, accel, &mut args);
+        let kernel = cfg.kernel.display().to_string();
+        push(
+            &mut args,
+            &["-kernel", &kernel, "-append", &cmdline(self, cfg, accel)],
+        );
+        if let Some(initrd) = &cfg.initrd {
+            push(&mut args, &["-initrd", &initrd.display().to_string()]);
+        }
+        let serial = format!("file:{}", cfg.serial_log.display());
+        push(&mut args, &["-serial", &serial]);
+        disk_args(cfg, &mut args);
+        nic_args(cfg, &mut args);
+        vsock_args(cfg, &mut args)?;
+        let qmp = qmp_path(cfg);
+        let qmp_arg = format!("unix:{},server=on,wait=off", qmp.display());
+        push(&mut args, &["-qmp", &qmp_arg]);
+        Ok(Launch {
+            program: self.program.clone(),
+            args,
+            files: Vec::new(),
+            control_socket: Some(qmp),
+        })
+    }
+
+    fn power_down_request(&self) -> ControlRequest {
+        ControlRequest::Qmp("system_powerdown")
+    }
+
+    fn quit_request(&self) -> ControlRequest {
+        ControlRequest::Qmp("quit")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vmm::{Disk, Nic, Vsock};
+
+    fn qemu(accel: Accel) -> Qemu {
+        Qemu {
+            program: "qemu-system-x86_64".into(),
+            accel_on_host: accel,
+            tsc_khz: Some(2_000_000),
+        }
+    }
+
+    fn cfg() -> VmConfig {
+        let mut c = VmConfig::new("/k/vmlinux", "/run/vm/serial.log", "/run/vm");
+        c.initrd = Some("/k/initrd.img".into());
+        c.disks = vec![
+            Disk {
+                path: "/d/root.img".into(),
+                read_only: true,
+            },
+            Disk {
+                path: "/d/overlay.img".into(),
+                read_only: false,
+            },
+        ];
+        c
+    }
+
+    #[test]
+    fn q35_under_tcg_golden() {
+        let l = qemu(Accel::Tcg).launch(&cfg()).unwrap();
+        assert_eq!(
+            l.args.join(" "),
+            "-nodefaults -no-user-config -nographic -no-reboot -M q35 -accel tcg -m 512M -smp 1 \
+             -kernel /k/vmlinux -append console=ttyS0 panic=-1 -initrd /k/initrd.img \
+             -serial file:/run/vm/serial.log \
+             -drive file=/d/root.img,if=none,id=d0,format=raw,cache=unsafe,readonly=on -device virtio-blk-pci,drive=d0 \
+             -drive file=/d/overlay.img,if=none,id=d1,format=raw,cache=unsafe -device virtio-blk-pci,drive=d1 \
+             -qmp unix:/run/vm/qmp.sock,server=on,wait=off"
+        );
+        assert_eq!(l.control_socket, Some("/run/vm/qmp.sock".into()));
+    }
+
+    #[test]
+    fn microvm_with_vsock_and_nic() {
+        let mut c = cfg();
+        c.machine = Machine::Microvm;
+        c.cmdline = "console=ttyS0 panic=5".into();
+        c.nic = Some(Nic {
+            host_forwards: vec![(8080, 80)],
+            mac: None,
+        });
+        c.vsock = Some(Vsock {
+            cid: 3,
+            uds_path: "/run/vm/v.sock".into(),
+            vhost_user_socket: Some("/run/vm/vhost.sock".into()),
+        });
+        let args = qemu(Accel::Tcg).launch(&c).unwrap().args.join(" ");
+        assert!(
+            args.contains("-object memory-backend-memfd,id=mem,size=512M,share=on"),
+            "{args}"
+        );
+        assert!(
+            args.contains("-M microvm,x-option-roms=off,isa-serial=on,rtc=on,memory-backend=mem")
+        );
+        // An explicit panic= is kept; TCG on microvm needs the TSC rate and reboot=t.
+        assert!(
+            args.contains("-append console=ttyS0 panic=5 reboot=t tsc_early_khz=2000000 "),
+            "{args}"
+        );
+        assert!(args.contains("-device virtio-blk-device,drive=d0"));
+        assert!(args.contains("-netdev user,id=n0,ipv6=off,restrict=on,hostfwd=tcp:127.0.0.1:8080-:80 -device virtio-net-device,netdev=n0"));
+        assert!(args.contains("-chardev socket,id=vs,path=/run/vm/vhost.sock -device vhost-user-vsock-device,chardev=vs"));
+    }
+
+    #[test]
+    fn kvm_only_when_resolved() {
+        let args = qemu(Accel::Kvm).launch(&cfg()).unwrap().args.join(" ");
+        assert!(args.contains("-accel kvm"));
+        let mut c = cfg();
+        c.accel = Accel::Tcg;
+        assert!(qemu(Accel::Kvm)
+            .launch(&c)
+            .unwrap()
+            .args
+            .join(" ")
+            .contains("-accel tcg"));
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        let mut c = cfg();
+        c.vsock = Some(Vsock {
+            cid: 2,
+            uds_path: "/x".into(),
+            vhost_user_socket: None,
+        });
+        assert!(qemu(Accel::Tcg)
+            .launch(&c)
+            .unwrap_err()
+            .to_string()
+            .contains("reserved"));
+        c.vsock = Some(Vsock {
+            cid: 3,
+            uds_path: "/x".into(),
+            vhost_user_socket: None,
+        });
+        assert!(qemu(Accel::Tcg)
+            .launch(&c)
+            .unwrap_err()
+            .to_string()
+            .contains("vhost-user"));
+    }
+}
