@@ -17,11 +17,18 @@ use initrd_builder::{
 /// .manifest.json (versions, kernel, build id, sha256 and size of the image and of
 /// every entry) and .sig (ed25519 over the exact manifest bytes, hex).
 #[derive(Parser)]
-#[command(name = "initrd-builder", version, about, long_about)]
+#[command(name = "initrd-builder", version, about, long_about, after_help = EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+const EXAMPLES: &str = "Examples:
+  initrd-builder keygen keys/release
+  initrd-builder build --spec initrd-builder/specs/guestinit.toml \\
+      --kernel-release \"$(bash scripts/fetch-kernel.sh)\" --key keys/release.key --out out/
+  initrd-builder verify out/initramfs-guestinit-0.1.0-<build_id>.img --pubkey keys/release.pub --deep
+  initrd-builder ls out/initramfs-guestinit-0.1.0-<build_id>.img";
 
 #[derive(Subcommand)]
 enum Command {
