@@ -40,7 +40,9 @@ fn ready_pipe(fd: &str) -> io::Result<File> {
         .parse()
         .map_err(|_| io::Error::other(format!("{READY_FD_ENV}={fd:?} is not a file descriptor")))?;
     if fd < 3 {
-        return Err(io::Error::other(format!("{READY_FD_ENV}={fd} would clobber stdio")));
+        return Err(io::Error::other(format!(
+            "{READY_FD_ENV}={fd} would clobber stdio"
+        )));
     }
     // SAFETY: fcntl(F_GETFD) only queries the descriptor table.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {

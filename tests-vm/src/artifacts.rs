@@ -31,30 +31,34 @@ pub struct Binaries {
     pub init: PathBuf,
     /// Static `guest-agent`.
     pub agent: PathBuf,
+    /// Static `vm-helper` (test program for guests).
+    pub helper: PathBuf,
 }
 
-fn build() -> Result<Binaries> {
+fn cargo_release(args: &[&str]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(workspace_root())
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "init",
-            "-p",
-            "guest-agent",
-        ])
+        .args(["build", "--release", "--locked"])
+        .args(args)
         .status()
         .context("run cargo build --release")?;
     if !status.success() {
-        bail!("cargo build --release -p init -p guest-agent failed: {status}");
+        bail!("cargo build --release {}: {status}", args.join(" "));
     }
+    Ok(())
+}
+
+fn build() -> Result<Binaries> {
+    // Two invocations, so init and the agent are built exactly as users build
+    // them (feature unification with the test crates would change them).
+    cargo_release(&["-p", "init", "-p", "guest-agent"])?;
+    cargo_release(&["-p", "tests-vm", "--bin", "vm-helper"])?;
     let dir = target_dir().join(TARGET).join("release");
     Ok(Binaries {
         init: dir.join("init"),
         agent: dir.join("guest-agent"),
+        helper: dir.join("vm-helper"),
     })
 }
 

@@ -1,4 +1,9 @@
-//! Test harness shared by the project's end-to-end tests: locating and building
-//! release artifacts, and (with the VM runner) booting them.
+//! Test harness shared by the project's end-to-end tests: release artifacts,
+//! the kernel fixture, the initramfs under test, tiny root filesystems, and a
+//! `Guest` builder that boots them in QEMU through host-sysmgr's VM runner.
 
 pub mod artifacts;
+pub mod guest;
+pub mod initramfs;
+pub mod kernel;
+pub mod rootfs;

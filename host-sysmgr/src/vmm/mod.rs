@@ -9,6 +9,7 @@ pub mod cloud_hypervisor;
 pub mod firecracker;
 pub mod process;
 pub mod qemu;
+pub mod vhost_vsock;
 
 pub use process::Vm;
 

@@ -1,0 +1,269 @@
+//! End-to-end scenarios: Debian's stock kernel + our initramfs in QEMU, with the
+//! hypeman disk layout (vda root, vdb overlay, vdc config on q35,
+//! console=ttyS0); init loads the virtio/ext4/overlay/vsock modules itself.
+
+#![allow(clippy::unwrap_used)]
+
+use anyhow::{ensure, Result};
+use host_sysmgr::disks::RootFs;
+use std::collections::BTreeMap;
+use std::process::Command;
+use tests_vm::guest::{ConfigDisk, Guest, Outcome, Root};
+use tests_vm::initramfs::Variant;
+use tests_vm::rootfs::Flavor;
+
+fn no_panic(out: &Outcome) -> Result<()> {
+    ensure!(
+        !out.log.contains("Kernel panic"),
+        "kernel panic:\n{}",
+        out.log
+    );
+    Ok(())
+}
+
+fn expect_exit(out: &Outcome, line: &str) -> Result<()> {
+    ensure!(out.exit_line()? == line, "want {line}, log:\n{}", out.log);
+    ensure!(
+        out.has_line(line),
+        "the sentinel is not a line of its own:\n{}",
+        out.log
+    );
+    no_panic(out)
+}
+
+#[test]
+fn exit_zero_and_qemu_exits_by_itself() -> Result<()> {
+    let out = Guest::new("exit-0", &["/bin/true"]).run()?;
+    expect_exit(&out, r#"HYPEMAN-EXIT code=0 message="success""#)?;
+    ensure!(
+        out.to_program_start.is_some(),
+        "no PROGRAM-START:\n{}",
+        out.log
+    );
+    Ok(())
+}
+
+#[test]
+fn exit_codes_and_signals() -> Result<()> {
+    let cases: [(&str, &[&str], &str); 4] = [
+        (
+            "exit-3",
+            &["/bin/sh", "-c", "exit 3"],
+            r#"code=3 message="exit code 3""#,
+        ),
+        (
+            "exit-127",
+            &["no-such-program"],
+            r#"code=127 message="command not found""#,
+        ),
+        (
+            "exit-126",
+            &["/etc/not-executable"],
+            r#"code=126 message="permission denied (command not executable)""#,
+        ),
+        (
+            "sigsegv",
+            &["/usr/bin/vm-helper", "segv"],
+            r#"code=139 message="killed by signal 11 (segmentation fault)""#,
+        ),
+    ];
+    for (name, cmd, want) in cases {
+        let out = Guest::new(name, cmd).run()?;
+        expect_exit(&out, &format!("HYPEMAN-EXIT {want}"))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn oom_in_a_small_vm() -> Result<()> {
+    let mut g = Guest::new("oom", &["/usr/bin/vm-helper", "oom"]);
+    g.memory_mib = 160;
+    let out = g.run()?;
+    expect_exit(
+        &out,
+        r#"HYPEMAN-EXIT code=137 message="killed by signal 9 (killed) - OOM""#,
+    )
+}
+
+fn probe_lines<'a>(out: &'a Outcome, section: &str) -> Vec<&'a str> {
+    let lines = out.lines();
+    let Some(start) = lines.iter().position(|l| *l == section) else {
+        return Vec::new();
+    };
+    lines[start + 1..]
+        .iter()
+        .copied()
+        .take_while(|l| !l.starts_with("---"))
+        .collect()
+}
+
+#[test]
+fn env_argv_workdir_exact_on_a_distroless_rootfs() -> Result<()> {
+    let mut g = Guest::new("distroless-probe", &["probe", "a b", "", "$HOME"]).with_config(|c| {
+        c.entrypoint = Some(vec!["/usr/bin/vm-helper".into()]);
+        c.workdir = Some("/srv".into());
+        c.env = Some(BTreeMap::from([
+            ("GREETING".into(), "hello world".into()),
+            ("HOME".into(), "/custom".into()),
+        ]));
+    });
+    g.root = Root::Image(Flavor::Distroless, RootFs::Erofs);
+    let out = g.run()?;
+    ensure!(
+        probe_lines(&out, "--- argv") == ["[a b]", "[]", "[$HOME]"],
+        "{}",
+        out.log
+    );
+    let env = probe_lines(&out, "--- env");
+    let want = [
+        "GREETING=hello world",
+        "HOME=/custom",
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ];
+    ensure!(env == want, "env {env:?}\n{}", out.log);
+    ensure!(probe_lines(&out, "--- cwd") == ["/srv"], "{}", out.log);
+    expect_exit(&out, r#"HYPEMAN-EXIT code=0 message="success""#)
+}
+
+#[test]
+fn kill_term_1_from_the_app_reaches_its_handler() -> Result<()> {
+    let out = Guest::new("kill-term-1", &["/usr/bin/vm-helper", "term-self"]).run()?;
+    ensure!(out.has_line("got-TERM"), "{}", out.log);
+    expect_exit(&out, r#"HYPEMAN-EXIT code=0 message="success""#)
+}
+
+#[test]
+fn overlay_writes_survive_a_second_boot_and_the_disk_is_clean() -> Result<()> {
+    let first = Guest::new(
+        "overlay-write",
+        &["/bin/sh", "-c", "echo kept > /srv/state && sync"],
+    )
+    .run()?;
+    expect_exit(&first, r#"HYPEMAN-EXIT code=0 message="success""#)?;
+    let fsck = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&first.overlay_img)
+        .output()?;
+    ensure!(
+        fsck.status.success(),
+        "e2fsck -fn:\n{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    let mut second = Guest::new("overlay-read", &["/bin/cat", "/srv/state"]);
+    second.overlay = Some(first.overlay_img.clone());
+    let out = second.run()?;
+    ensure!(out.has_line("kept"), "{}", out.log);
+    expect_exit(&out, r#"HYPEMAN-EXIT code=0 message="success""#)
+}
+
+fn expect_init_failure(out: &Outcome, phase: &str, detail: &str) -> Result<()> {
+    let (code, message) = out
+        .exit
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no exit:\n{}", out.log))?;
+    ensure!(guest_contract::exit::is_init_failure(&message), "{message}");
+    ensure!(
+        message.starts_with(&format!("init: {phase}: ")),
+        "{message}"
+    );
+    ensure!(message.contains(detail), "{message}");
+    ensure!(
+        guest_contract::exit::InitFailure::from_code(code).is_some(),
+        "code {code}"
+    );
+    ensure!(out.log.contains("[ERROR] [hypeman-init:"), "{}", out.log);
+    no_panic(out)
+}
+
+#[test]
+fn missing_config_disk() -> Result<()> {
+    let mut g = Guest::new("no-config-disk", &["/bin/true"]);
+    g.config = ConfigDisk::Missing;
+    g.cmdline = "hypeman.device_timeout_ms=2000".into();
+    expect_init_failure(&g.run()?, "devices", "/dev/vdc did not appear")
+}
+
+#[test]
+fn corrupt_config_json() -> Result<()> {
+    let mut g = Guest::new("corrupt-config", &["/bin/true"]);
+    g.config = ConfigDisk::Raw(b"{\"cmd\": [\"/bin/true\"".to_vec());
+    expect_init_failure(&g.run()?, "config", "config.json")
+}
+
+#[test]
+fn garbage_root_disk() -> Result<()> {
+    let mut g = Guest::new("garbage-root", &["/bin/true"]);
+    g.root = Root::Garbage;
+    expect_init_failure(&g.run()?, "root-disk", "unknown filesystem")
+}
+
+#[test]
+fn double_forking_app_leaves_no_zombie() -> Result<()> {
+    let script = "i=0; while [ $i -lt 100 ]; do sh -c 'sleep 1 & exit 0'; i=$((i+1)); done; sleep 3; \
+                  z=0; for f in /proc/[0-9]*/stat; do s=$(awk '{print $3}' $f 2>/dev/null); [ \"$s\" = Z ] && z=$((z+1)); done; echo zombies=$z";
+    let out = Guest::new("double-fork", &["/bin/sh", "-c", script]).run()?;
+    ensure!(out.has_line("zombies=0"), "{}", out.log);
+    expect_exit(&out, r#"HYPEMAN-EXIT code=0 message="success""#)
+}
+
+fn mem_free_kb(out: &Outcome) -> Result<u64> {
+    let line = out
+        .lines()
+        .into_iter()
+        .find(|l| l.starts_with("MemFree:"))
+        .map(str::to_string);
+    let line = line.ok_or_else(|| anyhow::anyhow!("no MemFree:\n{}", out.log))?;
+    Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
+}
+
+#[test]
+fn initramfs_memory_is_freed() -> Result<()> {
+    let filler = tempfile::NamedTempFile::new()?;
+    std::fs::write(filler.path(), vec![0x42u8; 48 << 20])?;
+    let base = Guest::new("memfree-base", &["/usr/bin/vm-helper", "meminfo"]);
+    let mut big = base.clone();
+    big.name = "memfree-48MiB-filler".into();
+    big.initrd = Variant {
+        compression: "gzip".into(),
+        extra: vec![(filler.path().to_path_buf(), "/filler.bin".into())],
+    };
+    let (a, b) = (mem_free_kb(&base.run()?)?, mem_free_kb(&big.run()?)?);
+    // 48 MiB kept in the initramfs would show as ≥ 48 MiB less free memory.
+    ensure!(
+        a.abs_diff(b) < 24 * 1024,
+        "MemFree {a} kB without filler vs {b} kB with it"
+    );
+    Ok(())
+}
+
+#[test]
+fn erofs_root_with_the_stock_kernel() -> Result<()> {
+    let mut g = Guest::new("erofs-root", &["/bin/cat", "/etc/marker"]);
+    g.root = Root::Image(Flavor::Busybox, RootFs::Erofs);
+    let out = g.run()?;
+    ensure!(out.has_line("from-image"), "{}", out.log);
+    expect_exit(&out, r#"HYPEMAN-EXIT code=0 message="success""#)
+}
+
+#[test]
+fn project_kernel_when_present() -> Result<()> {
+    let Some(kernel) = tests_vm::kernel::project_build() else {
+        println!("skipped: no kernel built from kernel/ in .cache/kernel-build");
+        return Ok(());
+    };
+    let mut g = Guest::new("project-kernel", &["/bin/true"]);
+    g.kernel = Some(kernel);
+    expect_exit(&g.run()?, r#"HYPEMAN-EXIT code=0 message="success""#)
+}
+#[test]
+fn agent_ready_and_host_dials_vsock_2222() -> Result<()> {
+    let mut g = Guest::new("vsock-agent", &["/bin/sleep", "30"]);
+    g.vsock = true;
+    let mut r = g.start()?;
+    let line = r.wait_line("HYPEMAN-AGENT-READY ts=")?;
+    ensure!(line.starts_with("HYPEMAN-AGENT-READY ts="), "{line}");
+    let uds = r.vsock_uds.clone().unwrap();
+    let stream = host_sysmgr::vsock::dial(&uds, 2222, std::time::Duration::from_secs(20))?;
+    drop(stream);
+    Ok(())
+}
