@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
-# Installs every system package the build and the tests need on Debian 12.
-# Idempotent: packages already present are not reinstalled.
+# Installs everything the build and the tests need on a fresh Debian 12 machine:
+# Debian packages (QEMU, busybox-static, e2fsprogs, erofs-utils, cpio, lz4, zstd,
+# kmod, xz) and vhost-device-vsock (cargo). Idempotent and quiet when done.
 set -euo pipefail
 
 PACKAGES=(qemu-system-x86 qemu-utils busybox-static e2fsprogs erofs-utils cpio lz4 zstd
-  gzip xz-utils util-linux kmod)
+  gzip xz-utils util-linux kmod dpkg apt)
+VHOST_VSOCK_VERSION=0.3.0
 
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
-  echo "setup: installing ${missing[*]}"
+  echo "setup: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+if ! vhost-device-vsock --version 2>/dev/null | grep -q "$VHOST_VSOCK_VERSION"; then
+  echo "setup: installing vhost-device-vsock $VHOST_VSOCK_VERSION (cargo)" >&2
+  cargo install --locked --quiet vhost-device-vsock --version "$VHOST_VSOCK_VERSION"
+fi
+
+# The guest kernel fixture (Debian's stock kernel, never the host's /boot).
+bash "$(dirname "$0")/fetch-kernel.sh" >/dev/null
