@@ -302,6 +302,18 @@ impl Running {
         }
     }
 
+    /// Send ACPI power-down, then QMP `quit`, and wait (≤ 10 s) for QEMU to end.
+    /// Returns how long QEMU took to exit after `quit`.
+    pub fn stop(mut self) -> Result<Duration> {
+        self.vm.power_down()?;
+        let asked = Instant::now();
+        self.vm.quit()?;
+        match self.vm.wait_timeout(Duration::from_secs(10))? {
+            Some(_) => Ok(asked.elapsed()),
+            None => bail!("QEMU still runs 10 s after QMP quit"),
+        }
+    }
+
     /// Wait for QEMU to exit by itself (the guest powers off), bounded.
     pub fn finish(mut self) -> Result<Outcome> {
         let deadline = self.started + HANG_TIMEOUT;

@@ -267,3 +267,12 @@ fn agent_ready_and_host_dials_vsock_2222() -> Result<()> {
     drop(stream);
     Ok(())
 }
+
+#[test]
+fn qmp_power_down_and_quit_stop_a_running_vm() -> Result<()> {
+    let mut r = Guest::new("qmp-quit", &["/bin/sleep", "60"]).start()?;
+    r.wait_line("HYPEMAN-PROGRAM-START ")?;
+    let took = r.stop()?;
+    ensure!(took < std::time::Duration::from_secs(10), "{took:?}");
+    Ok(())
+}

@@ -532,3 +532,33 @@ fn unsupported_features_are_reported_not_dropped() {
         .console
         .contains("[ERROR] [hypeman-init:config] volume_mounts is not supported"));
 }
+
+#[test]
+fn debug_shell_runs_before_the_failure_is_reported() {
+    let mut f = ready_fake(MINIMAL);
+    f.file("/bin/sh", b"");
+    f.never_appear.insert("/dev/vdc".into());
+    let inputs = Inputs {
+        cmdline_override: Some("hypeman.debug_shell=1".into()),
+        start: Duration::ZERO,
+    };
+    f.events.push_back(Event::Exited { pid: 101, code: 0 });
+    run(&mut f, &inputs);
+    assert_eq!(f.spawned.len(), 1);
+    assert_eq!(f.spawned[0].path, "/bin/sh");
+    assert!(index(&f, "spawn /bin/sh") < index(&f, "power_off"));
+    assert_init_failure(&f, InitFailure::DeviceTimeout, "/dev/vdc");
+}
+
+#[test]
+fn debug_shell_without_a_shell_is_one_more_error() {
+    let mut f = ready_fake(MINIMAL);
+    f.never_appear.insert("/dev/vdc".into());
+    let inputs = Inputs {
+        cmdline_override: Some("hypeman.debug_shell=1".into()),
+        start: Duration::ZERO,
+    };
+    run(&mut f, &inputs);
+    assert!(f.spawned.is_empty());
+    assert!(f.console.contains("debug shell requested but /bin/sh is missing"));
+}
