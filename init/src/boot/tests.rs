@@ -560,5 +560,7 @@ fn debug_shell_without_a_shell_is_one_more_error() {
     };
     run(&mut f, &inputs);
     assert!(f.spawned.is_empty());
-    assert!(f.console.contains("debug shell requested but /bin/sh is missing"));
+    assert!(f
+        .console
+        .contains("debug shell requested but /bin/sh is missing"));
 }
