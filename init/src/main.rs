@@ -53,10 +53,10 @@ fn panic_hook(info: &std::panic::PanicHookInfo<'_>) {
         message: failure.message(&detail),
     };
     write_raw(&format!("{}\n", exit.render()));
-    sys.sync();
     if sys.getpid() != 1 {
         std::process::exit(failure.code());
     }
+    let _ = boot::report::teardown(&mut sys, &boot::report::registered_teardown());
     sys.power_off();
     idle_forever()
 }

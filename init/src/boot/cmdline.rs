@@ -39,6 +39,8 @@ pub struct Options {
     pub test_panic: bool,
     /// Options init did not understand but that look like ours (`hypeman.*`).
     pub unknown: Vec<String>,
+    /// Which of root, overlay, config were named on the command line.
+    pub explicit: [bool; 3],
 }
 
 /// Split a command line into words, honouring double quotes as the kernel does.
@@ -72,9 +74,12 @@ pub fn dev_path(name: &str) -> String {
     }
 }
 
+/// Longest wait any timeout option may ask for.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+
 fn millis(v: &str, default: Duration) -> Duration {
     v.parse::<u64>()
-        .map(Duration::from_millis)
+        .map(|ms| Duration::from_millis(ms).min(MAX_TIMEOUT))
         .unwrap_or(default)
 }
 
@@ -99,6 +104,7 @@ impl Options {
             debug_shell: false,
             test_panic: false,
             unknown: Vec::new(),
+            explicit: [false; 3],
         };
         let mut config = None;
         for word in split(cmdline) {
@@ -107,10 +113,18 @@ impl Options {
                 "console" => o.console = Some(dev_path(val.split(',').next().unwrap_or(val))),
                 "hypeman.console" if val == "inherit" => o.console_inherit = true,
                 "hypeman.console" => o.console = Some(dev_path(val)),
-                "hypeman.root" => o.root_dev = dev_path(val),
-                "hypeman.overlay" if val == "tmpfs" => o.overlay_dev = None,
-                "hypeman.overlay" => o.overlay_dev = Some(dev_path(val)),
-                "hypeman.config" => config = Some(dev_path(val)),
+                "hypeman.root" => {
+                    o.root_dev = dev_path(val);
+                    o.explicit[0] = true;
+                }
+                "hypeman.overlay" => {
+                    o.overlay_dev = (val != "tmpfs").then(|| dev_path(val));
+                    o.explicit[1] = true;
+                }
+                "hypeman.config" => {
+                    config = Some(dev_path(val));
+                    o.explicit[2] = true;
+                }
                 "hypeman.device_timeout_ms" => o.device_timeout = millis(val, DEFAULT_TIMEOUT),
                 "hypeman.agent_timeout_ms" => o.agent_timeout = millis(val, DEFAULT_TIMEOUT),
                 "hypeman.modules" => o.load_modules = flag(val),
@@ -168,6 +182,15 @@ mod tests {
         assert!(o.console_inherit);
         assert_eq!(o.device_timeout, Duration::from_millis(250));
         assert_eq!(o.unknown, vec!["hypeman.consle=x".to_string()]);
+    }
+
+    #[test]
+    fn timeouts_are_clamped() {
+        let o = Options::parse(
+            "hypeman.agent_timeout_ms=18446744073709551615 hypeman.device_timeout_ms=x",
+        );
+        assert_eq!(o.agent_timeout, MAX_TIMEOUT);
+        assert_eq!(o.device_timeout, Duration::from_secs(10));
     }
 
     #[test]

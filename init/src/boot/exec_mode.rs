@@ -23,6 +23,8 @@ pub fn run<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> (i32, String)
         None
     };
     ctx.timing.mark("agent", sys.boottime());
+    // Opened before the app starts: every record read later is newer than it.
+    let kmsg = sys.kmsg_open();
     let app = match start_app(sys, config, &env) {
         Ok(Started::Running(pid)) => pid,
         Ok(Started::ExecFailed(code)) => return finish(sys, ctx, code, false),
@@ -37,7 +39,7 @@ pub fn run<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> (i32, String)
     let summary = ctx.timing.summary(app_start);
     report::info(sys, "timing", &summary);
     let code = supervise(sys, app, agent);
-    let oom = code == 137 && oom_killed(sys, app_start);
+    let oom = code == 137 && kmsg.is_some_and(|fd| oom_killed(sys, fd));
     finish(sys, ctx, code, oom)
 }
 
@@ -68,7 +70,7 @@ fn app_env<S: Sys>(sys: &mut S, config: &Config) -> Result<AppEnv, BootError> {
         return Ok(AppEnv { vars, creds: None });
     };
     let read = |sys: &S, p: &str| {
-        String::from_utf8_lossy(&sys.read_file(p, 4 << 20).unwrap_or_default()).into_owned()
+        String::from_utf8_lossy(&sys.read_regular(p, 4 << 20).unwrap_or_default()).into_owned()
     };
     let u = user::resolve(spec, &read(sys, "/etc/passwd"), &read(sys, "/etc/group"));
     let u = u.or_else(|e| fatal(InitFailure::User, e))?;
@@ -87,7 +89,12 @@ fn app_env<S: Sys>(sys: &mut S, config: &Config) -> Result<AppEnv, BootError> {
 }
 
 fn start_agent<S: Sys>(sys: &mut S, ctx: &Ctx, env: &[(String, String)]) -> Option<i32> {
-    let mut vars = env.to_vec();
+    let ours = ["HYPEMAN_AGENT_READY_FD", "HYPEMAN_AGENT_READY_FILE"];
+    let mut vars: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| !ours.contains(&k.as_str()))
+        .cloned()
+        .collect();
     vars.push(("HYPEMAN_AGENT_READY_FD".into(), "3".into()));
     vars.push((
         "HYPEMAN_AGENT_READY_FILE".into(),
@@ -100,6 +107,7 @@ fn start_agent<S: Sys>(sys: &mut S, ctx: &Ctx, env: &[(String, String)]) -> Opti
         workdir: "/".into(),
         creds: None,
         readiness_fd: true,
+        console_stdin: false,
     };
     let child = match sys.spawn(&spec) {
         Ok(c) => c,
@@ -157,13 +165,21 @@ fn start_app<S: Sys>(sys: &mut S, config: &Config, env: &AppEnv) -> Result<Start
             format!("workdir {workdir} does not exist"),
         );
     }
+    validate(&argv, &env.vars)?;
     let path_var = env
         .vars
         .iter()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.as_str())
         .unwrap_or("");
-    let path = plan::resolve_program(arg0, path_var, |p| sys.exists(p) && !sys.is_dir(p));
+    let Some(path) = plan::resolve_program(arg0, path_var, |p| sys.is_executable(p)) else {
+        report::error(
+            sys,
+            "exec",
+            &format!("{arg0}: executable file not found in $PATH"),
+        );
+        return Ok(Started::ExecFailed(127));
+    };
     let spec = SpawnSpec {
         path: path.clone(),
         argv: argv.clone(),
@@ -171,6 +187,7 @@ fn start_app<S: Sys>(sys: &mut S, config: &Config, env: &AppEnv) -> Result<Start
         workdir,
         creds: env.creds.clone(),
         readiness_fd: false,
+        console_stdin: false,
     };
     match sys.spawn(&spec) {
         Ok(child) => Ok(Started::Running(child.pid)),
@@ -183,11 +200,38 @@ fn start_app<S: Sys>(sys: &mut S, config: &Config, env: &AppEnv) -> Result<Start
             InitFailure::Workdir,
             format!("{step} {}: {errno_text}", config.workdir()),
         ),
-        Err(SpawnError::Setup { step, errno_text }) => {
+        Err(SpawnError::Setup { step, errno_text }) if step == "switch user" => {
             fatal(InitFailure::User, format!("{step}: {errno_text}"))
         }
         Err(e) => fatal(InitFailure::Spawn, e.to_string()),
     }
+}
+
+/// argv and env must be representable for execve: no NUL bytes, no `=` or
+/// empty keys. Errors name the key or argument index, never a value (env values
+/// may be secrets, and the console is logged).
+fn validate(argv: &[String], env: &[(String, String)]) -> Result<(), BootError> {
+    if let Some(i) = argv.iter().position(|a| a.contains('\0')) {
+        return fatal(
+            InitFailure::ConfigInvalid,
+            format!("argv[{i}] contains a NUL byte"),
+        );
+    }
+    for (k, v) in env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            return fatal(
+                InitFailure::ConfigInvalid,
+                format!("env key {k:?} is not a valid name"),
+            );
+        }
+        if v.contains('\0') {
+            return fatal(
+                InitFailure::ConfigInvalid,
+                format!("env {k}: value contains a NUL byte"),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// One waitpid loop: forward signals, reap orphans, return the app's exit code.
@@ -211,9 +255,9 @@ pub fn supervise<S: Sys>(sys: &mut S, app: i32, agent: Option<i32>) -> i32 {
     }
 }
 
-/// Whether the kernel logged an OOM kill since the app started.
-fn oom_killed<S: Sys>(sys: &mut S, since: std::time::Duration) -> bool {
-    sys.kmsg_since(since).iter().any(|m| {
+/// Whether the kernel logged an OOM kill since `kmsg_open` returned `fd`.
+fn oom_killed<S: Sys>(sys: &mut S, fd: i32) -> bool {
+    sys.kmsg_read(fd).iter().any(|m| {
         m.contains("Out of memory")
             || m.contains("oom-kill")
             || m.contains("Memory cgroup out of memory")

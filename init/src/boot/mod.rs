@@ -22,8 +22,10 @@ use std::time::Duration;
 /// What init was started with.
 #[derive(Debug, Clone)]
 pub struct Inputs {
-    /// A command line to use instead of /proc/cmdline (test mode).
+    /// A command line to use instead of /proc/cmdline.
     pub cmdline_override: Option<String>,
+    /// Test mode (namespace tests): host-safety guards on, test triggers honoured.
+    pub test_mode: bool,
     /// CLOCK_BOOTTIME at init's first instruction.
     pub start: Duration,
 }
@@ -35,8 +37,10 @@ pub const CMDLINE_ENV: &str = "HYPEMAN_INIT_CMDLINE";
 impl Inputs {
     /// Read the inputs from the process environment.
     pub fn from_env(start: Duration) -> Inputs {
+        let cmdline_override = std::env::var(CMDLINE_ENV).ok();
         Inputs {
-            cmdline_override: std::env::var(CMDLINE_ENV).ok(),
+            test_mode: cmdline_override.is_some(),
+            cmdline_override,
             start,
         }
     }
@@ -73,7 +77,13 @@ pub struct Ctx {
     pub test_mode: bool,
     /// Whether the agent was copied into the new root.
     pub agent_installed: bool,
-    /// Mount points to remount read-only at power-off (after the root itself).
+    /// The agent's bytes, read from the initramfs before the switch and written
+    /// into the new root after it (so image symlinks resolve inside the image).
+    pub agent_bytes: Option<Vec<u8>>,
+    /// Whether the new root is `/` already.
+    pub switched: bool,
+    /// Mount points to remount read-only at power-off, in order: the overlay
+    /// root, then the overlay disk (through an fd path).
     pub shutdown_ro: Vec<String>,
 }
 
@@ -88,10 +98,20 @@ pub fn run<S: Sys>(sys: &mut S, inputs: &Inputs) -> (i32, String) {
         kind,
         layout: Layout::new(kind),
         timing: Timing::new(inputs.start),
-        test_mode: inputs.cmdline_override.is_some(),
+        test_mode: inputs.test_mode,
         agent_installed: false,
+        agent_bytes: None,
+        switched: false,
         shutdown_ro: Vec::new(),
     };
+    if sys.getpid() != 1 {
+        // Never mount over a running system's /proc, /dev or /sys.
+        let e = BootError {
+            failure: InitFailure::Internal,
+            detail: "init must run as PID 1 (of a VM or of a PID namespace)".into(),
+        };
+        return report::fail(sys, &ctx, &e);
+    }
     match boot(sys, &mut ctx, inputs) {
         Ok(config) => exec_mode::run(sys, &mut ctx, &config),
         Err(e) => report::fail(sys, &ctx, &e),
@@ -117,8 +137,8 @@ fn boot<S: Sys>(sys: &mut S, ctx: &mut Ctx, inputs: &Inputs) -> Result<Config, B
     for word in &ctx.opts.unknown {
         report::info(sys, "cmdline", &format!("unknown option {word} ignored"));
     }
-    if ctx.test_mode && ctx.opts.test_panic {
-        panic!("test-only panic trigger (hypeman.test_panic)");
+    if ctx.test_mode {
+        test_mode_guards(ctx)?;
     }
     ctx.timing.mark("mounts", sys.boottime());
     load_modules(sys, ctx);
@@ -134,6 +154,23 @@ fn boot<S: Sys>(sys: &mut S, ctx: &mut Ctx, inputs: &Inputs) -> Result<Config, B
     switch_root(sys, ctx)?;
     ctx.timing.mark("mounts", sys.boottime());
     Ok(config)
+}
+
+/// Test mode (namespace tests on a host): never the host's console, modules or
+/// disks. Every device must be named on the test command line.
+fn test_mode_guards(ctx: &mut Ctx) -> Result<(), BootError> {
+    ctx.opts.console_inherit = true;
+    ctx.opts.load_modules = false;
+    let [root, overlay, config] = ctx.opts.explicit;
+    if !(overlay && config && (root || ctx.kind == BootKind::Direct)) {
+        let need =
+            "test mode needs hypeman.root (unless direct boot), hypeman.overlay and hypeman.config";
+        return fatal(InitFailure::DeviceTimeout, need);
+    }
+    if ctx.opts.test_panic {
+        panic!("test-only panic trigger (hypeman.test_panic)");
+    }
+    Ok(())
 }
 
 /// Apply mount steps, creating each mount point first.
@@ -165,7 +202,8 @@ fn describe(m: &Mount) -> &str {
 }
 
 fn load_modules<S: Sys>(sys: &mut S, ctx: &Ctx) {
-    if !ctx.opts.load_modules {
+    // In direct boot /lib/modules is the image's tree, not what we carry.
+    if !ctx.opts.load_modules || ctx.kind == BootKind::Direct {
         return;
     }
     let dir = format!("/lib/modules/{}", sys.kernel_release());
@@ -291,6 +329,7 @@ fn mount_disks<S: Sys>(sys: &mut S, ctx: &mut Ctx) -> Result<(), BootError> {
             format!("mount overlay on {}: {e}", overlayfs.target),
         )
     })?;
+    ctx.shutdown_ro.push(l.newroot());
     if ctx.opts.overlay_dev.is_some() {
         // Reachable after the switch only through an fd: remounted read-only at
         // power-off so the disk is clean.
@@ -298,6 +337,7 @@ fn mount_disks<S: Sys>(sys: &mut S, ctx: &mut Ctx) -> Result<(), BootError> {
             ctx.shutdown_ro.push(format!("/proc/self/fd/{fd}"));
         }
     }
+    report::register_teardown(&ctx.shutdown_ro);
     Ok(())
 }
 
@@ -311,7 +351,8 @@ fn read_config<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<Config, BootError> {
         )
     })?;
     let path = format!("{}/config.json", m.target);
-    let bytes = sys.read_file(&path, config::MAX_CONFIG_BYTES);
+    // One byte over the limit, so the parser refuses it with the limit named.
+    let bytes = sys.read_regular(&path, config::MAX_CONFIG_BYTES + 1);
     let _ = sys.umount(&m.target, true);
     let bytes = bytes.or_else(|e| fatal(InitFailure::ConfigDisk, format!("read {path}: {e}")))?;
     let parsed = config::parse_config(&bytes)
@@ -365,41 +406,40 @@ fn prepare_newroot<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> Resul
         "newroot",
     )?;
     if !config.skip_guest_agent() {
-        ctx.agent_installed = install_agent(sys, &newroot);
+        ctx.agent_bytes = read_agent(sys);
     }
     Ok(())
 }
 
-/// Copy the agent into the new root; a missing agent is one ERROR line.
-fn install_agent<S: Sys>(sys: &mut S, newroot: &str) -> bool {
-    let bytes = match sys.read_file(plan::AGENT_SOURCE, 256 << 20) {
-        Ok(b) => b,
+/// The agent from the initramfs; a missing agent is one ERROR line.
+fn read_agent<S: Sys>(sys: &mut S) -> Option<Vec<u8>> {
+    match sys.read_file(plan::AGENT_SOURCE, 256 << 20) {
+        Ok(b) => Some(b),
         Err(e) => {
-            report::error(
-                sys,
-                "agent",
-                &format!("{}: {e}; booting without the agent", plan::AGENT_SOURCE),
-            );
-            return false;
+            let msg = format!("{}: {e}; booting without the agent", plan::AGENT_SOURCE);
+            report::error(sys, "agent", &msg);
+            None
         }
-    };
-    let target = format!("{newroot}{}", plan::AGENT_TARGET);
-    let dir = format!("{newroot}/opt/hypeman");
-    if let Err(e) = sys
-        .mkdir_all(&dir)
-        .and_then(|()| sys.write_file(&target, &bytes, 0o755))
-    {
-        report::error(
-            sys,
-            "agent",
-            &format!("install {target}: {e}; booting without the agent"),
+    }
+}
+
+/// Write the agent into the (now current) root.
+fn install_agent<S: Sys>(sys: &mut S, bytes: &[u8]) -> bool {
+    let written = sys
+        .mkdir_all("/opt/hypeman")
+        .and_then(|()| sys.write_file(plan::AGENT_TARGET, bytes, 0o755));
+    if let Err(e) = written {
+        let msg = format!(
+            "install {}: {e}; booting without the agent",
+            plan::AGENT_TARGET
         );
+        report::error(sys, "agent", &msg);
         return false;
     }
     true
 }
 
-fn switch_root<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<(), BootError> {
+fn switch_root<S: Sys>(sys: &mut S, ctx: &mut Ctx) -> Result<(), BootError> {
     if ctx.kind == BootKind::Initramfs {
         match sys.free_initramfs() {
             Ok(bytes) => report::info(
@@ -416,5 +456,14 @@ fn switch_root<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<(), BootError> {
             InitFailure::SwitchRoot,
             format!("move {newroot} onto /: {e}"),
         )
-    })
+    })?;
+    ctx.switched = true;
+    if let Some(root) = ctx.shutdown_ro.first_mut() {
+        *root = "/".into();
+    }
+    report::register_teardown(&ctx.shutdown_ro);
+    if let Some(bytes) = ctx.agent_bytes.take() {
+        ctx.agent_installed = install_agent(sys, &bytes);
+    }
+    Ok(())
 }

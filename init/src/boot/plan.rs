@@ -169,7 +169,7 @@ pub fn overlayfs_mount(l: &Layout) -> Mount {
 pub fn config_mount(o: &Options, l: &Layout) -> Mount {
     let ro = MountFlags {
         read_only: true,
-        ..MountFlags::default()
+        ..noexec()
     };
     Mount::fs(&o.config_dev, &l.config_mnt(), "ext4", ro, "noload")
 }
@@ -212,17 +212,21 @@ pub const AGENT_TARGET: &str = "/opt/hypeman/guest-agent";
 /// The agent's readiness file.
 pub const AGENT_READY_FILE: &str = "/run/hypeman/guest-agent-ready";
 
-/// PATH lookup for an argv[0] without a slash; `is_file` decides existence.
-pub fn resolve_program(arg0: &str, path_var: &str, is_file: impl Fn(&str) -> bool) -> String {
+/// PATH lookup for an argv[0] without a slash, as Go's `exec.LookPath`: the
+/// first executable regular file; `None` when there is none (exit 127).
+pub fn resolve_program(
+    arg0: &str,
+    path_var: &str,
+    is_executable: impl Fn(&str) -> bool,
+) -> Option<String> {
     if arg0.contains('/') {
-        return arg0.to_string();
+        return Some(arg0.to_string());
     }
     path_var
         .split(':')
         .filter(|d| !d.is_empty())
         .map(|d| format!("{}/{arg0}", d.trim_end_matches('/')))
-        .find(|p| is_file(p))
-        .unwrap_or_else(|| arg0.to_string())
+        .find(|p| is_executable(p))
 }
 
 #[cfg(test)]
@@ -262,12 +266,14 @@ mod tests {
     #[test]
     fn path_lookup() {
         let exists = |p: &str| p == "/usr/bin/env" || p == "/bin/env";
+        let found = |a, p| resolve_program(a, p, exists);
+        let want = |s: &str| Some(s.to_string());
         assert_eq!(
-            resolve_program("env", "/usr/local/bin:/usr/bin:/bin", exists),
-            "/usr/bin/env"
+            found("env", "/usr/local/bin:/usr/bin:/bin"),
+            want("/usr/bin/env")
         );
-        assert_eq!(resolve_program("nope", "/usr/bin", exists), "nope");
-        assert_eq!(resolve_program("./x", "/usr/bin", exists), "./x");
-        assert_eq!(resolve_program("env", "::/bin/", exists), "/bin/env");
+        assert_eq!(found("nope", "/usr/bin"), None);
+        assert_eq!(found("./x", "/usr/bin"), want("./x"));
+        assert_eq!(found("env", "::/bin/"), want("/bin/env"));
     }
 }

@@ -1,6 +1,7 @@
 //! What init prints (log lines, sentinels, timings) and how it ends.
 
 use super::{BootError, Ctx};
+use crate::boot::plan::BootKind;
 use crate::sys::Sys;
 use guest_contract::log::{format_line, Level};
 use guest_contract::sentinel::Sentinel;
@@ -73,11 +74,13 @@ impl Timing {
     }
 }
 
-/// A fatal error: one ERROR line, the `init: ` EXIT sentinel, power-off.
+/// A fatal error: one ERROR line, the `init: ` EXIT sentinel, a clean
+/// teardown, power-off.
 pub fn fail<S: Sys>(sys: &mut S, ctx: &Ctx, e: &BootError) -> (i32, String) {
     let phase = e.failure.phase();
     error(sys, phase, &e.detail);
-    if ctx.opts.debug_shell {
+    // Only the initramfs's own shell, never the image's.
+    if ctx.opts.debug_shell && ctx.kind == BootKind::Initramfs && !ctx.switched {
         debug_shell(sys);
     }
     let code = e.failure.code();
@@ -89,7 +92,10 @@ pub fn fail<S: Sys>(sys: &mut S, ctx: &Ctx, e: &BootError) -> (i32, String) {
             message: message.clone(),
         },
     );
-    sys.sync();
+    // The one ERROR line is above: teardown trouble is only noted.
+    for problem in teardown(sys, &ctx.shutdown_ro) {
+        info(sys, "shutdown", &problem);
+    }
     sys.power_off();
     (code, message)
 }
@@ -107,6 +113,7 @@ fn debug_shell<S: Sys>(sys: &mut S) {
         workdir: "/".into(),
         creds: None,
         readiness_fd: false,
+        console_stdin: true,
     };
     info(sys, "debug", "starting /bin/sh; exit it to power off");
     if let Ok(child) = sys.spawn(&spec) {
@@ -116,18 +123,45 @@ fn debug_shell<S: Sys>(sys: &mut S) {
     }
 }
 
-/// Clean power-off after the app exited: stop everything, flush, leave every
-/// disk clean (read-only when busy), power off.
-pub fn shutdown<S: Sys>(sys: &mut S, ctx: &Ctx) {
-    sys.kill_all();
+/// How long the teardown waits for killed processes to be reaped.
+const KILL_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Stop every process, flush, and remount `targets` read-only in order (the
+/// overlay root, then the overlay disk) so the disk is clean. Returns what
+/// could not be done.
+pub fn teardown<S: Sys>(sys: &mut S, targets: &[String]) -> Vec<String> {
+    sys.kill_all(KILL_GRACE);
     sys.sync();
-    for target in std::iter::once("/").chain(ctx.shutdown_ro.iter().map(String::as_str)) {
+    let mut problems = Vec::new();
+    for target in targets {
         if let Err(e) = sys.remount_ro(target) {
-            error(sys, "shutdown", &format!("remount {target} read-only: {e}"));
+            problems.push(format!("remount {target} read-only: {e}"));
         }
     }
     sys.sync();
+    problems
+}
+
+/// Clean power-off after the app exited.
+pub fn shutdown<S: Sys>(sys: &mut S, ctx: &Ctx) {
+    for problem in teardown(sys, &ctx.shutdown_ro) {
+        error(sys, "shutdown", &problem);
+    }
     sys.power_off();
+}
+
+static TEARDOWN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Remember the teardown targets for the panic hook (which has no `Ctx`).
+pub fn register_teardown(targets: &[String]) {
+    if let Ok(mut t) = TEARDOWN.lock() {
+        *t = targets.to_vec();
+    }
+}
+
+/// The teardown targets registered so far.
+pub fn registered_teardown() -> Vec<String> {
+    TEARDOWN.try_lock().map(|t| t.clone()).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ const CONFIG: &str = "/mnt/config/config.json";
 fn booted(fake: &mut FakeSys) -> (i32, String) {
     let inputs = Inputs {
         cmdline_override: Some("console=ttyS0".into()),
+        test_mode: false,
         start: Duration::from_millis(0),
     };
     run(fake, &inputs)
@@ -76,13 +77,13 @@ fn whole_exec_sequence_in_order() {
         "mount /proc /overlay/newroot/proc",
         "mount /sys /overlay/newroot/sys",
         "mount tmpfs /overlay/newroot/run tmpfs",
-        "write /overlay/newroot/opt/hypeman/guest-agent 755",
         "free_initramfs",
         "switch_root /overlay/newroot",
+        "write /opt/hypeman/guest-agent 755",
         "spawn /opt/hypeman/guest-agent",
         "wait_ready 50 10000ms",
         "spawn /bin/app [\"/bin/app\", \"a b\"]",
-        "kill_all",
+        "kill_all 2000ms",
         "sync",
         "remount_ro /",
         "remount_ro /proc/self/fd/9",
@@ -435,6 +436,7 @@ fn tmpfs_overlay_uses_vdb_for_config() {
     let mut f = ready_fake(MINIMAL);
     let inputs = Inputs {
         cmdline_override: Some("hypeman.overlay=tmpfs".into()),
+        test_mode: false,
         start: Duration::ZERO,
     };
     run(&mut f, &inputs);
@@ -499,6 +501,7 @@ fn modules_off_loads_nothing() {
     f.file("/lib/modules/6.1.0-test/modules.dep", b"kernel/ext4.ko:\n");
     let inputs = Inputs {
         cmdline_override: Some("hypeman.modules=0".into()),
+        test_mode: false,
         start: Duration::ZERO,
     };
     run(&mut f, &inputs);
@@ -510,6 +513,7 @@ fn inherit_console_keeps_fds() {
     let mut f = ready_fake(MINIMAL);
     let inputs = Inputs {
         cmdline_override: Some("hypeman.console=inherit console=ttyS0".into()),
+        test_mode: false,
         start: Duration::ZERO,
     };
     run(&mut f, &inputs);
@@ -540,6 +544,7 @@ fn debug_shell_runs_before_the_failure_is_reported() {
     f.never_appear.insert("/dev/vdc".into());
     let inputs = Inputs {
         cmdline_override: Some("hypeman.debug_shell=1".into()),
+        test_mode: false,
         start: Duration::ZERO,
     };
     f.events.push_back(Event::Exited { pid: 101, code: 0 });
@@ -556,6 +561,7 @@ fn debug_shell_without_a_shell_is_one_more_error() {
     f.never_appear.insert("/dev/vdc".into());
     let inputs = Inputs {
         cmdline_override: Some("hypeman.debug_shell=1".into()),
+        test_mode: false,
         start: Duration::ZERO,
     };
     run(&mut f, &inputs);
@@ -563,4 +569,137 @@ fn debug_shell_without_a_shell_is_one_more_error() {
     assert!(f
         .console
         .contains("debug shell requested but /bin/sh is missing"));
+}
+
+fn test_mode_inputs(cmdline: &str) -> Inputs {
+    Inputs {
+        cmdline_override: Some(cmdline.into()),
+        test_mode: true,
+        start: Duration::ZERO,
+    }
+}
+
+#[test]
+fn test_mode_refuses_default_devices() {
+    let mut f = ready_fake(MINIMAL);
+    run(
+        &mut f,
+        &test_mode_inputs("hypeman.root=/dev/loop1 hypeman.config=/dev/loop3"),
+    );
+    assert_init_failure(&f, InitFailure::DeviceTimeout, "test mode needs");
+    assert!(f.calls_with("wait ").is_empty(), "no device is touched");
+}
+
+#[test]
+fn test_mode_forces_inherited_console_and_no_modules() {
+    let mut f = ready_fake(MINIMAL);
+    f.file("/lib/modules/6.1.0-test/modules.dep", b"kernel/ext4.ko:\n");
+    for dev in ["/dev/loop1", "/dev/loop2", "/dev/loop3"] {
+        f.file(dev, &crate::sys::fake::ext4_head());
+    }
+    let cmdline = "console=ttyS0 hypeman.root=/dev/loop1 hypeman.overlay=/dev/loop2 hypeman.config=/dev/loop3";
+    f.files
+        .insert("/mnt/config/config.json".into(), MINIMAL.into());
+    assert_eq!(run(&mut f, &test_mode_inputs(cmdline)).0, 0);
+    assert!(f.calls_with("console ").is_empty());
+    assert!(f.calls_with("load_module").is_empty());
+    index(&f, "wait /dev/loop1,/dev/loop2,/dev/loop3");
+}
+
+#[test]
+fn init_refuses_to_run_unless_pid_1() {
+    let mut f = ready_fake(MINIMAL);
+    f.pid = 4242;
+    booted(&mut f);
+    assert_init_failure(&f, InitFailure::Internal, "must run as PID 1");
+    assert!(f.calls_with("mount ").is_empty());
+}
+
+#[test]
+fn huge_config_is_refused_naming_the_limit() {
+    let big = format!(
+        "{{\"cmd\":[\"/bin/app\"],\"x\":\"{}\"}}",
+        "a".repeat(2 << 20)
+    );
+    let mut f = ready_fake(&big);
+    booted(&mut f);
+    assert_init_failure(&f, InitFailure::ConfigInvalid, "1048576");
+}
+
+#[test]
+fn nul_bytes_in_env_are_refused_without_printing_the_value() {
+    let mut f = ready_fake(r#"{"cmd":["/bin/app"],"env":{"DB_PASSWORD":"s3cret\u0000"}}"#);
+    booted(&mut f);
+    assert_init_failure(
+        &f,
+        InitFailure::ConfigInvalid,
+        "env DB_PASSWORD: value contains a NUL byte",
+    );
+    assert!(!f.console.contains("s3cret"));
+}
+
+#[test]
+fn command_not_on_path_is_127_without_exec() {
+    let mut f = ready_fake(r#"{"cmd":["app"],"env":{"PATH":"/usr/bin"}}"#);
+    f.file("/usr/bin/app", b"");
+    f.non_exec.insert("/usr/bin/app".into());
+    assert_eq!(booted(&mut f), (127, "command not found".to_string()));
+    assert!(!f.calls.iter().any(|c| c.starts_with("spawn app")));
+    assert!(f
+        .console
+        .contains("app: executable file not found in $PATH"));
+}
+
+#[test]
+fn readiness_variables_from_the_config_are_replaced() {
+    let mut f = ready_fake(r#"{"cmd":["/bin/app"],"env":{"HYPEMAN_AGENT_READY_FD":"9"}}"#);
+    booted(&mut f);
+    let fds: Vec<&String> = f.spawned[0]
+        .env
+        .iter()
+        .filter(|(k, _)| k == "HYPEMAN_AGENT_READY_FD")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(fds, ["3"]);
+}
+
+#[test]
+fn failures_after_the_overlay_tear_down_cleanly() {
+    let mut f = ready_fake(MINIMAL);
+    f.dirs.remove("/srv");
+    booted(&mut f);
+    let tail: Vec<&str> = f
+        .calls
+        .iter()
+        .rev()
+        .take(6)
+        .rev()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "kill_all 2000ms",
+            "sync",
+            "remount_ro /",
+            "remount_ro /proc/self/fd/9",
+            "sync",
+            "power_off"
+        ]
+    );
+}
+
+#[test]
+fn failures_before_the_switch_remount_the_staging_paths() {
+    let mut f = ready_fake(r#"{"cmd": ["#);
+    booted(&mut f);
+    index(&f, "remount_ro /overlay/newroot");
+    index(&f, "remount_ro /proc/self/fd/9");
+}
+
+#[test]
+fn agent_is_written_after_the_switch() {
+    let mut f = ready_fake(MINIMAL);
+    booted(&mut f);
+    assert!(index(&f, "switch_root") < index(&f, "write /opt/hypeman/guest-agent 755"));
 }

@@ -29,8 +29,12 @@ pub struct FakeSys {
     pub readiness: Option<Readiness>,
     /// Events returned by next_event, in order (then: the app exits 0).
     pub events: VecDeque<Event>,
-    /// Kernel log lines.
+    /// Kernel log lines (those logged after `kmsg_open`).
     pub kmsg: Vec<String>,
+    /// Our pid (1 unless a test says otherwise).
+    pub pid: i32,
+    /// Files that exist but have no execute bit.
+    pub non_exec: BTreeSet<String>,
     /// Spawned specs.
     pub spawned: Vec<SpawnSpec>,
     /// Fake clock (ms), advanced by each boottime() read.
@@ -44,6 +48,7 @@ impl FakeSys {
         let mut f = FakeSys {
             root_magic: super::RAMFS_MAGIC,
             next_pid: 100,
+            pid: 1,
             ..FakeSys::default()
         };
         for dev in ["/dev/vda", "/dev/vdb", "/dev/vdc"] {
@@ -95,7 +100,7 @@ impl Sys for FakeSys {
         (1_771_000_000, 5)
     }
     fn getpid(&self) -> i32 {
-        1
+        self.pid
     }
     fn console_write(&mut self, text: &str) {
         self.console.push_str(text);
@@ -120,6 +125,13 @@ impl Sys for FakeSys {
             return Err(io::Error::other(format!("larger than {limit} bytes")));
         }
         Ok(data.clone())
+    }
+    fn read_regular(&self, path: &str, limit: usize) -> io::Result<Vec<u8>> {
+        let data = self.files.get(path).ok_or_else(enoent)?;
+        Ok(data[..limit.min(data.len())].to_vec())
+    }
+    fn is_executable(&self, path: &str) -> bool {
+        self.files.contains_key(path) && !self.non_exec.contains(path)
     }
     fn read_head(&self, path: &str, len: usize) -> io::Result<Vec<u8>> {
         let data = self.files.get(path).ok_or_else(enoent)?;
@@ -216,10 +228,15 @@ impl Sys for FakeSys {
         self.record(format!("kill {pid} {sig}"));
         Ok(())
     }
-    fn kill_all(&mut self) {
-        self.record("kill_all".into());
+    fn kill_all(&mut self, timeout: Duration) {
+        self.record(format!("kill_all {}ms", timeout.as_millis()));
     }
-    fn kmsg_since(&mut self, _since: Duration) -> Vec<String> {
+    fn kmsg_open(&mut self) -> Option<i32> {
+        self.record("kmsg_open".into());
+        Some(60)
+    }
+    fn kmsg_read(&mut self, fd: i32) -> Vec<String> {
+        self.record(format!("kmsg_read {fd}"));
         self.kmsg.clone()
     }
     fn sync(&mut self) {

@@ -85,6 +85,9 @@ pub struct SpawnSpec {
     pub creds: Option<Credentials>,
     /// Hand the child the write end of a readiness pipe as fd 3.
     pub readiness_fd: bool,
+    /// Keep init's stdin (the console) and make it the controlling terminal
+    /// (debug shell) instead of /dev/null.
+    pub console_stdin: bool,
 }
 
 /// Numeric credentials for a child.
@@ -149,6 +152,11 @@ pub trait Sys {
     fn mkdir_all(&mut self, path: &str) -> io::Result<()>;
     /// Read a whole file, refusing more than `limit` bytes.
     fn read_file(&self, path: &str, limit: usize) -> io::Result<Vec<u8>>;
+    /// Read at most `limit` bytes of a file that must be a regular file and not a
+    /// symlink, without blocking (untrusted paths: config.json, /etc/passwd).
+    fn read_regular(&self, path: &str, limit: usize) -> io::Result<Vec<u8>>;
+    /// Whether a path is a regular file with an execute bit (following symlinks).
+    fn is_executable(&self, path: &str) -> bool;
     /// Read the first `len` bytes of a file or device (fewer if it is shorter).
     fn read_head(&self, path: &str, len: usize) -> io::Result<Vec<u8>>;
     /// Atomically create or replace a file with `data` and `mode`.
@@ -191,10 +199,13 @@ pub trait Sys {
     fn next_event(&mut self) -> Event;
     /// kill(2).
     fn kill(&mut self, pid: i32, sig: i32) -> io::Result<()>;
-    /// SIGKILL every process but ourselves and reap them.
-    fn kill_all(&mut self);
-    /// Kernel log messages recorded at or after `since` (CLOCK_BOOTTIME).
-    fn kmsg_since(&mut self, since: Duration) -> Vec<String>;
+    /// SIGKILL every process but ourselves and reap them, for at most `timeout`
+    /// (a process stuck in D state must not block the power-off). Only as PID 1.
+    fn kill_all(&mut self, timeout: Duration);
+    /// Open the kernel log positioned at its end (records from now on).
+    fn kmsg_open(&mut self) -> Option<i32>;
+    /// The kernel log messages recorded since `kmsg_open` returned `fd`; closes it.
+    fn kmsg_read(&mut self, fd: i32) -> Vec<String>;
     /// sync(2).
     fn sync(&mut self);
     /// reboot(RB_POWER_OFF). Returns only in the fake, or when not PID 1.

@@ -111,6 +111,24 @@ impl Sys for RealSys {
         Ok(buf)
     }
 
+    fn read_regular(&self, path: &str, limit: usize) -> io::Result<Vec<u8>> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::other("not a regular file"));
+        }
+        let mut buf = Vec::new();
+        let cap = u64::try_from(limit).unwrap_or(u64::MAX);
+        file.take(cap).read_to_end(&mut buf)?;
+        Ok(buf)
+    }
+
+    fn is_executable(&self, path: &str) -> bool {
+        fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
+
     fn read_head(&self, path: &str, len: usize) -> io::Result<Vec<u8>> {
         let file = fs::File::open(path)?;
         let mut buf = Vec::with_capacity(len);
@@ -270,18 +288,38 @@ impl Sys for RealSys {
         nix::sys::signal::kill(Pid::from_raw(pid), sig).map_err(errno_io)
     }
 
-    fn kill_all(&mut self) {
+    fn kill_all(&mut self, timeout: Duration) {
+        if self.getpid() != 1 {
+            return;
+        }
         // kill(-1) from PID 1 reaches every process but init itself.
         let _ = nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
-        while let Ok(st) = nix::sys::wait::waitpid(None, Some(WaitPidFlag::__WALL)) {
-            if matches!(st, WaitStatus::StillAlive) {
-                break;
+        let deadline = deadline_after(timeout);
+        while Instant::now() < deadline {
+            let flags = WaitPidFlag::WNOHANG | WaitPidFlag::__WALL;
+            match nix::sys::wait::waitpid(None, Some(flags)) {
+                Err(Errno::ECHILD) => return,
+                Ok(WaitStatus::StillAlive) | Err(_) => self.wait_sigchld(deadline),
+                Ok(_) => {}
             }
         }
     }
 
-    fn kmsg_since(&mut self, since: Duration) -> Vec<String> {
-        read_kmsg_since(since)
+    fn kmsg_open(&mut self) -> Option<i32> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open("/dev/kmsg")
+            .ok()?;
+        // SEEK_END on /dev/kmsg positions after the newest record.
+        nix::unistd::lseek(&file, 0, nix::unistd::Whence::SeekEnd).ok()?;
+        Some(std::os::fd::IntoRawFd::into_raw_fd(file))
+    }
+
+    fn kmsg_read(&mut self, fd: i32) -> Vec<String> {
+        // SAFETY: `fd` came from kmsg_open and is handed back exactly once.
+        let file = unsafe { fs::File::from_raw_fd(fd) };
+        read_kmsg(&file)
     }
 
     fn sync(&mut self) {
@@ -290,9 +328,26 @@ impl Sys for RealSys {
 
     fn power_off(&mut self) {
         if self.getpid() != 1 {
-            std::process::exit(0);
+            // Not a VM's init (a mistaken run on a host): just end the process.
+            std::process::exit(1);
         }
         let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    }
+}
+
+impl RealSys {
+    /// Wait (bounded by `deadline`) until a signal is pending on the signalfd.
+    fn wait_sigchld(&self, deadline: Instant) {
+        let Some(sfd) = &self.signal_fd else {
+            std::thread::sleep(Duration::from_millis(10));
+            return;
+        };
+        let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        if let Ok(n) = nix::poll::poll(&mut fds, remaining(deadline)) {
+            if n > 0 {
+                let _ = sfd.read_signal();
+            }
+        }
     }
 }
 
@@ -371,8 +426,15 @@ fn remaining(deadline: Instant) -> PollTimeout {
     PollTimeout::from(ms)
 }
 
+/// now + timeout, saturating far in the future instead of overflowing.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
+}
+
 fn wait_byte(fd: &OwnedFd, timeout: Duration) -> Readiness {
-    let deadline = Instant::now() + timeout;
+    let deadline = deadline_after(timeout);
     loop {
         if Instant::now() >= deadline {
             return Readiness::TimedOut;
@@ -408,7 +470,7 @@ pub fn wait_for_paths(paths: &[String], timeout: Duration) -> Result<(), String>
         let mask = AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_ATTRIB;
         let _ = inotify.add_watch(parent, mask);
     }
-    let deadline = Instant::now() + timeout;
+    let deadline = deadline_after(timeout);
     loop {
         // Checked after the watches exist, so no creation can slip between.
         let Some(missing) = first_missing(paths) else {
@@ -423,39 +485,26 @@ pub fn wait_for_paths(paths: &[String], timeout: Duration) -> Result<(), String>
     }
 }
 
-fn read_kmsg_since(since: Duration) -> Vec<String> {
-    let Ok(file) = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open("/dev/kmsg")
-    else {
-        return Vec::new();
-    };
-    let since_us = u64::try_from(since.as_micros()).unwrap_or(u64::MAX);
+fn read_kmsg(file: &fs::File) -> Vec<String> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 8192];
     loop {
-        match nix::unistd::read(&file, &mut buf) {
+        match nix::unistd::read(file, &mut buf) {
             Ok(0) => break,
-            Ok(n) => {
-                if let Some(msg) = kmsg_record(&buf[..n], since_us) {
-                    out.push(msg);
-                }
-            }
-            Err(Errno::EPIPE) => continue,
+            Ok(n) => out.extend(kmsg_record(&buf[..n])),
+            // EPIPE: records were overwritten under us; go on with the next.
+            Err(Errno::EPIPE) | Err(Errno::EINTR) => continue,
             Err(_) => break,
         }
     }
     out
 }
 
-/// Parse one /dev/kmsg record `prio,seq,usec,flags;message`; keep it when newer
-/// than `since_us`.
-fn kmsg_record(rec: &[u8], since_us: u64) -> Option<String> {
+/// The message of one /dev/kmsg record `prio,seq,usec,flags;message`.
+fn kmsg_record(rec: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(rec);
-    let (head, msg) = text.split_once(';')?;
-    let usec: u64 = head.split(',').nth(2)?.parse().ok()?;
-    (usec >= since_us).then(|| msg.lines().next().unwrap_or("").to_string())
+    let (_, msg) = text.split_once(';')?;
+    Some(msg.lines().next().unwrap_or("").to_string())
 }
 
 mod spawn {
@@ -471,7 +520,8 @@ mod spawn {
     }
 
     fn cstr(s: &str) -> Result<CString, SpawnError> {
-        CString::new(s).map_err(|_| SpawnError::Fork(format!("nul byte in {s:?}")))
+        CString::new(s)
+            .map_err(|_| SpawnError::Fork("an argument or variable holds a NUL byte".into()))
     }
 
     fn prepare(spec: &SpawnSpec) -> Result<Prepared, SpawnError> {
@@ -597,15 +647,20 @@ mod spawn {
         );
     }
 
-    fn setup_stdio(prep: &Prepared, err_w: RawFd, ready_w: Option<&OwnedFd>) {
+    fn setup_stdio(prep: &Prepared, spec: &SpawnSpec, err_w: RawFd, ready_w: Option<&OwnedFd>) {
         // SAFETY: plain system calls on fds we own and a NUL-terminated path.
         unsafe {
-            let null = libc::open(prep.devnull.as_ptr(), libc::O_RDONLY);
-            if null < 0 || libc::dup2(null, 0) < 0 {
-                report(err_w, STEP_STDIO);
-            }
-            if null > 2 {
-                libc::close(null);
+            if spec.console_stdin {
+                // Our stdin is the console: make it the controlling terminal.
+                libc::ioctl(0, libc::TIOCSCTTY, 0);
+            } else {
+                let null = libc::open(prep.devnull.as_ptr(), libc::O_RDONLY);
+                if null < 0 || libc::dup2(null, 0) < 0 {
+                    report(err_w, STEP_STDIO);
+                }
+                if null > 2 {
+                    libc::close(null);
+                }
             }
             if let Some(w) = ready_w {
                 // dup2 clears FD_CLOEXEC on the new descriptor.
@@ -636,7 +691,7 @@ mod spawn {
         unsafe {
             libc::setsid();
         }
-        setup_stdio(prep, err_w, ready_w);
+        setup_stdio(prep, spec, err_w, ready_w);
         // SAFETY: workdir is a valid C string.
         if unsafe { libc::chdir(prep.workdir.as_ptr()) } < 0 {
             report(err_w, STEP_CHDIR);
@@ -686,15 +741,12 @@ mod tests {
     }
 
     #[test]
-    fn kmsg_records_filter_by_time() {
+    fn kmsg_records() {
+        let rec = b"3,100,5000000,-;Out of memory: Killed process 7\n SUBSYSTEM=x\n";
         assert_eq!(
-            kmsg_record(
-                b"3,100,5000000,-;Out of memory: Killed process 7\n",
-                4_000_000
-            ),
+            kmsg_record(rec),
             Some("Out of memory: Killed process 7".into())
         );
-        assert_eq!(kmsg_record(b"3,100,5000000,-;old", 6_000_000), None);
-        assert_eq!(kmsg_record(b"garbage", 0), None);
+        assert_eq!(kmsg_record(b"garbage"), None);
     }
 }
