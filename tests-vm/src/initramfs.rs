@@ -31,6 +31,14 @@ impl Default for Variant {
 fn build(kernel: &Kernel, v: &Variant) -> Result<PathBuf> {
     release_binaries()?;
     let mut spec = Spec::load(&workspace_root().join("initrd-builder/specs/guestinit.toml"))?;
+    let modules = kernel
+        .modules_root
+        .join("lib/modules")
+        .join(&kernel.release);
+    if !modules.is_dir() {
+        // A kernel with every driver built in (kernel/): no modules to carry.
+        spec.kernel = None;
+    }
     for (src, dest) in &v.extra {
         spec.files.push(FileSpec {
             src: src.display().to_string(),

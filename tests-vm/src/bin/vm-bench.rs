@@ -9,11 +9,15 @@
 //! - init→execve: init's time to the app's execve;
 //! - QEMU start → PROGRAM-START and → QEMU exit (wall clock, host side).
 //!
-//! Usage: `cargo run -p tests-vm --bin vm-bench -- [RUNS]` (default 5).
+//! When a `kernel/` build is present (.cache/kernel-build), one more row boots
+//! it (everything built in, no modules in the initramfs).
+//!
+//! Usage: `cargo run --release -p tests-vm --bin vm-bench -- [RUNS]` (default 5).
 
 use anyhow::{Context, Result};
 use tests_vm::guest::{Guest, Outcome};
 use tests_vm::initramfs::Variant;
+use tests_vm::kernel::Kernel;
 
 fn kernel_ts(line: &str) -> Option<f64> {
     let inner = line.trim_start().strip_prefix('[')?.split(']').next()?;
@@ -90,7 +94,7 @@ fn main() -> Result<()> {
             sample(&mut row, &g.run()?)?;
         }
         println!(
-            "| {c} | {size} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms |",
+            "| {label} | {c} | {size} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms |",
             median(row.unpack),
             median(row.to_init),
             median(row.init),
