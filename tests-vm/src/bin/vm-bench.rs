@@ -73,15 +73,23 @@ fn main() -> Result<()> {
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(5);
-    println!("| compression | image bytes | unpack (kernel) | kernel→init | init→execve | QEMU→PROGRAM-START | QEMU→exit |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    for c in ["none", "gzip", "zstd", "lz4"] {
+    println!("| kernel | compression | image bytes | unpack (kernel) | kernel→init | init→execve | QEMU→PROGRAM-START | QEMU→exit |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    let debian = tests_vm::kernel::debian()?;
+    let mut rows: Vec<(&str, Kernel, &str)> = ["none", "gzip", "zstd", "lz4"]
+        .into_iter()
+        .map(|c| ("Debian (modules)", debian.clone(), c))
+        .collect();
+    if let Some(k) = tests_vm::kernel::project_build() {
+        rows.push(("kernel/ (built in)", k, "zstd"));
+    }
+    for (label, kernel, c) in rows {
         let mut g = Guest::new(&format!("bench-{c}"), &["/bin/true"]);
         g.initrd = Variant {
             compression: c.into(),
             extra: Vec::new(),
         };
-        let kernel = tests_vm::kernel::debian()?;
+        g.kernel = Some(kernel.clone());
         let size = std::fs::metadata(tests_vm::initramfs::image(&kernel, &g.initrd)?)?.len();
         let mut row = Row {
             unpack: vec![],
