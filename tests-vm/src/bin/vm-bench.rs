@@ -12,7 +12,9 @@
 //! When a `kernel/` build is present (.cache/kernel-build), one more row boots
 //! it (everything built in, no modules in the initramfs).
 //!
-//! Usage: `cargo run --release -p tests-vm --bin vm-bench -- [RUNS]` (default 5).
+//! Usage: `cargo run --release -p tests-vm --bin vm-bench -- [RUNS [FILTER]]`
+//! (default 5 runs; FILTER keeps the rows whose kernel label or compression
+//! contains it).
 
 use anyhow::{Context, Result};
 use tests_vm::guest::{Guest, Outcome};
@@ -42,6 +44,14 @@ fn init_ms(log: &str) -> Option<(f64, f64)> {
     Some((num("] init ")?, num("kernel start to init ")?))
 }
 
+fn ms(v: f64) -> String {
+    if v.is_nan() {
+        "-".into()
+    } else {
+        format!("{v:.0} ms")
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
@@ -56,8 +66,8 @@ struct Row {
 }
 
 fn sample(row: &mut Row, out: &Outcome) -> Result<()> {
-    row.unpack
-        .push(unpack_ms(&out.log).context("no unpack lines in the kernel log")?);
+    // A kernel may print no unpack lines: NaN, shown as "-".
+    row.unpack.push(unpack_ms(&out.log).unwrap_or(f64::NAN));
     let (init, to_init) = init_ms(&out.log).context("no timing line")?;
     row.init.push(init);
     row.to_init.push(to_init);
@@ -83,6 +93,9 @@ fn main() -> Result<()> {
     if let Some(k) = tests_vm::kernel::project_build() {
         rows.push(("kernel/ (built in)", k, "zstd"));
     }
+    if let Some(filter) = std::env::args().nth(2) {
+        rows.retain(|(label, _, c)| label.contains(&filter) || *c == filter);
+    }
     for (label, kernel, c) in rows {
         let mut g = Guest::new(&format!("bench-{c}"), &["/bin/true"]);
         g.initrd = Variant {
@@ -102,12 +115,12 @@ fn main() -> Result<()> {
             sample(&mut row, &g.run()?)?;
         }
         println!(
-            "| {label} | {c} | {size} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms |",
-            median(row.unpack),
-            median(row.to_init),
-            median(row.init),
-            median(row.to_start),
-            median(row.to_exit)
+            "| {label} | {c} | {size} | {} | {} | {} | {} | {} |",
+            ms(median(row.unpack)),
+            ms(median(row.to_init)),
+            ms(median(row.init)),
+            ms(median(row.to_start)),
+            ms(median(row.to_exit))
         );
     }
     println!("\nmedians of {runs} boots each");
