@@ -91,9 +91,14 @@ extract_vmlinux() {
   [ -f "$img" ] || die "no $img in the package"
   off=$(LC_ALL=C grep -obUaP '\xfd\x37\x7a\x58\x5a\x00' "$img" | head -n1 | cut -d: -f1)
   [ -n "$off" ] || die "no xz stream in $img"
-  tail -c +"$((off + 1))" "$img" | xz -dc --single-stream >"$dir/vmlinux.tmp" 2>/dev/null ||
-    [ -s "$dir/vmlinux.tmp" ] || die "cannot decompress vmlinux from $img"
+  # xz stops at the end of its stream, so tail may die of SIGPIPE: judge xz alone.
+  set +o pipefail
+  tail -c +"$((off + 1))" "$img" | xz -dc --single-stream >"$dir/vmlinux.tmp"
+  local xz_status=${PIPESTATUS[1]}
+  set -o pipefail
+  [ "$xz_status" -eq 0 ] || die "cannot decompress vmlinux from $img (xz exit $xz_status)"
   head -c 4 "$dir/vmlinux.tmp" | grep -q 'ELF' || die "decompressed payload is not an ELF"
+  [ "$(stat -c %s "$dir/vmlinux.tmp")" -gt 1000000 ] || die "decompressed vmlinux is too small"
   mv "$dir/vmlinux.tmp" "$dir/vmlinux"
 }
 
@@ -112,4 +117,7 @@ main() {
   echo "$kver"
 }
 
+# One fetch at a time per cache (setup, tests and benchmarks may overlap).
+exec 9>"$CACHE/.lock"
+flock 9
 main

@@ -20,6 +20,7 @@ cp /bin/busybox "$OUT/rootfs/bin/busybox"
 for a in sh echo cat uname ls; do ln -s busybox "$OUT/rootfs/bin/$a"; done
 echo "root:x:0:0:root:/root:/bin/sh" >"$OUT/rootfs/etc/passwd"
 
+[ "${1:-}" = -- ] && shift
 if [ "$#" -eq 0 ]; then
   set -- /bin/sh -c 'echo "hello from a microVM: $(uname -r)"; cat /proc/cmdline; exit 7'
 fi

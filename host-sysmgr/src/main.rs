@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -33,7 +35,11 @@ enum Command {
     /// fresh ext4 overlay, vdc: the config disk with config.json), boots QEMU
     /// (KVM only where a hardware KVM module is loaded, else TCG), streams the
     /// serial console to stdout, and exits with the app's exit code as parsed
-    /// from the HYPEMAN-EXIT line (1 with an error when there is none).
+    /// from the HYPEMAN-EXIT line.
+    ///
+    /// Exit status 125 means host-sysmgr itself failed (bad arguments, disks,
+    /// QEMU, a VM that ended without HYPEMAN-EXIT, or the timeout); 130 means it
+    /// was interrupted (SIGINT/SIGTERM): the VM is killed and its files removed.
     Run(RunArgs),
 }
 
@@ -168,7 +174,25 @@ fn pump(serial: &Path, pos: &mut u64) {
     }
 }
 
+/// host-sysmgr's own failure.
+const EXIT_FAILURE: u8 = 125;
+/// Interrupted by SIGINT or SIGTERM.
+const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted; the VM was killed")]
+struct Interrupted;
+
+fn interrupt_flag() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&flag)).context("install signal handlers")?;
+    }
+    Ok(flag)
+}
+
 fn run(args: &RunArgs) -> Result<i32> {
+    let interrupted = interrupt_flag()?;
     let work = tempfile::Builder::new()
         .prefix("host-sysmgr-run-")
         .tempdir()?;
@@ -178,6 +202,10 @@ fn run(args: &RunArgs) -> Result<i32> {
     let mut pos = 0;
     while vm.wait_timeout(Duration::from_millis(20))?.is_none() {
         pump(&cfg.serial_log, &mut pos);
+        if interrupted.load(Ordering::SeqCst) {
+            vm.kill();
+            return Err(Interrupted.into());
+        }
         if Instant::now() > deadline {
             vm.kill();
             bail!("the VM did not finish within {} s; killed it", args.timeout);
@@ -205,7 +233,11 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)),
         Err(e) => {
             eprintln!("host-sysmgr: {e:#}");
-            ExitCode::FAILURE
+            if e.is::<Interrupted>() {
+                ExitCode::from(EXIT_INTERRUPTED)
+            } else {
+                ExitCode::from(EXIT_FAILURE)
+            }
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct Binaries {
     pub agent: PathBuf,
     /// Static `vm-helper` (test program for guests).
     pub helper: PathBuf,
+    /// `host-sysmgr` (the host-side CLI).
+    pub host_sysmgr: PathBuf,
 }
 
 fn cargo_release(args: &[&str]) -> Result<()> {
@@ -54,11 +56,13 @@ fn build() -> Result<Binaries> {
     // them (feature unification with the test crates would change them).
     cargo_release(&["-p", "init", "-p", "guest-agent"])?;
     cargo_release(&["-p", "tests-vm", "--bin", "vm-helper"])?;
+    cargo_release(&["-p", "host-sysmgr"])?;
     let dir = target_dir().join(TARGET).join("release");
     Ok(Binaries {
         init: dir.join("init"),
         agent: dir.join("guest-agent"),
         helper: dir.join("vm-helper"),
+        host_sysmgr: dir.join("host-sysmgr"),
     })
 }
 

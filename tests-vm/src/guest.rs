@@ -63,6 +63,11 @@ pub struct Guest {
     pub vsock: bool,
     /// Kernel; Debian's when `None`.
     pub kernel: Option<Kernel>,
+    /// Machine model.
+    pub machine: Machine,
+    /// `loglevel=4`: keep info-level kernel chatter off the console so it
+    /// cannot split the lines tests compare (panics still print).
+    pub quiet_kernel: bool,
 }
 
 impl Guest {
@@ -84,6 +89,8 @@ impl Guest {
             initrd: Variant::default(),
             vsock: false,
             kernel: None,
+            machine: Machine::Q35,
+            quiet_kernel: true,
         }
     }
 
@@ -96,7 +103,32 @@ impl Guest {
     }
 }
 
-fn vm_lock() -> Result<(MutexGuard<'static, ()>, std::fs::File)> {
+/// A clear message instead of a confusing failure when setup was skipped.
+fn require_tools() -> Result<()> {
+    for tool in [
+        "qemu-system-x86_64",
+        "mkfs.ext4",
+        "mkfs.erofs",
+        "vhost-device-vsock",
+    ] {
+        let found = std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!("command -v {tool} || test -x \"$HOME/.cargo/bin/{tool}\""),
+            ])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !found {
+            bail!("{tool} is missing: run `bash scripts/setup.sh` first (it installs every VM test dependency)");
+        }
+    }
+    Ok(())
+}
+
+/// The one-VM-at-a-time lock (a mutex in this process, a file lock across
+/// processes), for tests that start VMs without a `Guest`.
+pub fn vm_lock() -> Result<(MutexGuard<'static, ()>, std::fs::File)> {
     static LOCK: Mutex<()> = Mutex::new(());
     let guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
     std::fs::create_dir_all(target_dir())?;
@@ -163,6 +195,7 @@ pub struct Running {
 impl Guest {
     /// Build the disks and start QEMU.
     pub fn start(&self) -> Result<Running> {
+        require_tools()?;
         let kernel = match &self.kernel {
             Some(k) => k.clone(),
             None => kernel::debian()?,
@@ -186,8 +219,11 @@ impl Guest {
         let mut cfg = VmConfig::new(&kernel.vmlinux, w.join("serial.log"), w.join("run"));
         cfg.initrd = Some(initrd);
         cfg.memory_mib = self.memory_mib;
-        cfg.machine = Machine::Q35;
-        cfg.cmdline = format!("console=ttyS0 {}", self.cmdline).trim().to_string();
+        cfg.machine = self.machine;
+        let quiet = if self.quiet_kernel { "loglevel=4 " } else { "" };
+        cfg.cmdline = format!("console=ttyS0 {quiet}{}", self.cmdline)
+            .trim()
+            .to_string();
         cfg.disks = vec![
             Disk {
                 path: root,
@@ -290,22 +326,35 @@ impl Running {
     pub fn wait_line(&mut self, needle: &str) -> Result<String> {
         let deadline = self.started + HANG_TIMEOUT;
         loop {
+            // Whether QEMU still runs is read before the log, so a line written
+            // just before it exited is still seen.
+            let alive = self.vm.running();
             let log = self.read_log();
             self.note_program_start(&log);
             if let Some(l) = log.lines().find(|l| l.contains(needle)) {
                 return Ok(l.trim_end_matches('\r').to_string());
             }
-            if Instant::now() > deadline || !self.vm.running() {
+            if Instant::now() > deadline || !alive {
                 bail!("no line containing {needle:?}; serial log:\n{log}");
             }
             std::thread::sleep(Duration::from_millis(10));
         }
     }
 
-    /// Send ACPI power-down, then QMP `quit`, and wait (≤ 10 s) for QEMU to end.
-    /// Returns how long QEMU took to exit after `quit`.
-    pub fn stop(mut self) -> Result<Duration> {
-        self.vm.power_down()?;
+    /// Ask QEMU for an ACPI power-down (QMP `system_powerdown`; accepted, but
+    /// this guest has no ACPI button handling, so it does not stop the VM).
+    pub fn request_power_down(&self) -> Result<()> {
+        Ok(self.vm.power_down()?)
+    }
+
+    /// Host pid of QEMU.
+    pub fn qemu_pid(&self) -> Option<u32> {
+        self.vm.pid()
+    }
+
+    /// QMP `quit`, then wait (≤ 10 s) for QEMU to end. Returns how long QEMU
+    /// took to exit after `quit`.
+    pub fn quit(mut self) -> Result<Duration> {
         let asked = Instant::now();
         self.vm.quit()?;
         match self.vm.wait_timeout(Duration::from_secs(10))? {

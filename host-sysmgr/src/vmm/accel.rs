@@ -7,13 +7,23 @@
 use super::Accel;
 use std::path::Path;
 
-/// Resolve `Auto` by looking at `sys_module` (normally `/sys/module`).
-pub fn resolve(requested: Accel, sys_module: &Path) -> Accel {
+/// Resolve `Auto` by looking at `sys_module` (normally `/sys/module`) and
+/// whether `dev_kvm` (normally `/dev/kvm`) can be opened read-write.
+pub fn resolve(requested: Accel, sys_module: &Path, dev_kvm: &Path) -> Accel {
     match requested {
-        Accel::Auto if hardware_kvm(sys_module) => Accel::Kvm,
+        Accel::Auto if hardware_kvm(sys_module) && usable(dev_kvm) => Accel::Kvm,
         Accel::Auto => Accel::Tcg,
         other => other,
     }
+}
+
+/// Whether the device can be opened for reading and writing.
+fn usable(dev: &Path) -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev)
+        .is_ok()
 }
 
 /// Whether `kvm_intel` or `kvm_amd` is loaded.
@@ -40,10 +50,17 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir(d.path().join("kvm")).unwrap();
         std::fs::create_dir(d.path().join("kvm_pvm")).unwrap();
-        assert_eq!(resolve(Accel::Auto, d.path()), Accel::Tcg);
+        let dev = d.path().join("kvm-device");
+        std::fs::write(&dev, b"").unwrap();
+        assert_eq!(resolve(Accel::Auto, d.path(), &dev), Accel::Tcg);
         std::fs::create_dir(d.path().join("kvm_amd")).unwrap();
-        assert_eq!(resolve(Accel::Auto, d.path()), Accel::Kvm);
-        assert_eq!(resolve(Accel::Tcg, d.path()), Accel::Tcg);
+        assert_eq!(resolve(Accel::Auto, d.path(), &dev), Accel::Kvm);
+        // A hardware module but no usable device: TCG, not a failing QEMU.
+        assert_eq!(
+            resolve(Accel::Auto, d.path(), &d.path().join("none")),
+            Accel::Tcg
+        );
+        assert_eq!(resolve(Accel::Tcg, d.path(), &dev), Accel::Tcg);
     }
 
     #[test]

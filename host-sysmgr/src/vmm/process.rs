@@ -42,11 +42,18 @@ fn command(launch: &Launch, stderr_log: &Path) -> Result<Command, VmmError> {
         .stdout(Stdio::null())
         .stderr(stderr)
         .process_group(0);
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    let parent = i32::try_from(std::process::id()).unwrap_or(0);
+    // SAFETY: prctl and getppid are async-signal-safe and touch no parent memory.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
+            // Note: PDEATHSIG fires when the *thread* that forked exits; spawn
+            // VMs from a long-lived thread.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                // The parent died before prctl took effect.
+                return Err(std::io::Error::other("parent exited during start"));
             }
             Ok(())
         });
@@ -104,9 +111,17 @@ impl Vm {
         }
     }
 
-    /// Whether the VMM still runs.
+    /// Whether the VMM still runs (an exited VMM is reaped here, once).
     pub fn running(&mut self) -> bool {
-        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
+        match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => true,
+            Some(Ok(Some(_))) => {
+                // Reaped: its pid (and group id) may be reused from now on.
+                self.child = None;
+                false
+            }
+            _ => false,
+        }
     }
 
     /// Ask the guest to power down (ACPI power button).
@@ -160,8 +175,16 @@ impl Drop for Vm {
     }
 }
 
+/// Connect to a control socket, waiting (≤ 2 s) for the VMM to create it.
 fn connect(path: &Path) -> std::io::Result<UnixStream> {
-    let s = UnixStream::connect(path)?;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let s = loop {
+        match UnixStream::connect(path) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.set_write_timeout(Some(Duration::from_secs(5)))?;
     Ok(s)

@@ -20,7 +20,11 @@ impl Qemu {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         Qemu {
             program: "qemu-system-x86_64".into(),
-            accel_on_host: accel::resolve(Accel::Auto, Path::new("/sys/module")),
+            accel_on_host: accel::resolve(
+                Accel::Auto,
+                Path::new("/sys/module"),
+                Path::new("/dev/kvm"),
+            ),
             tsc_khz: accel::tsc_khz(&cpuinfo),
         }
     }
@@ -33,6 +37,36 @@ impl Qemu {
     }
 }
 
+/// QEMU option values are comma-separated: a path with a comma would end the
+/// value and could inject options. Refuse them, and malformed MACs.
+fn check_option_values(cfg: &VmConfig) -> Result<(), VmmError> {
+    let mut paths = vec![&cfg.kernel, &cfg.serial_log, &cfg.runtime_dir];
+    paths.extend(cfg.initrd.iter());
+    paths.extend(cfg.disks.iter().map(|d| &d.path));
+    if let Some(v) = &cfg.vsock {
+        paths.extend(v.vhost_user_socket.iter());
+    }
+    if let Some(p) = paths.iter().find(|p| p.to_string_lossy().contains(',')) {
+        return Err(VmmError::Config(format!(
+            "path {} contains a comma",
+            p.display()
+        )));
+    }
+    let mac = cfg.nic.as_ref().and_then(|n| n.mac.as_deref());
+    if let Some(mac) = mac.filter(|m| !valid_mac(m)) {
+        return Err(VmmError::Config(format!("invalid MAC address {mac:?}")));
+    }
+    Ok(())
+}
+
+fn valid_mac(mac: &str) -> bool {
+    let parts: Vec<&str> = mac.split(':').collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
 fn qmp_path(cfg: &VmConfig) -> std::path::PathBuf {
     cfg.runtime_dir.join("qmp.sock")
 }
@@ -42,7 +76,14 @@ fn push(args: &mut Vec<String>, items: &[&str]) {
 }
 
 fn cmdline(q: &Qemu, cfg: &VmConfig, accel: Accel) -> String {
-    let mut words: Vec<String> = cfg.cmdline.split_whitespace().map(String::from).collect();
+    // Always panic=-1 (with -no-reboot a panic ends QEMU); any other panic=
+    // would hang a panicking guest until a timeout.
+    let mut words: Vec<String> = cfg
+        .cmdline
+        .split_whitespace()
+        .filter(|w| !w.starts_with("panic="))
+        .map(String::from)
+        .collect();
     let mut add = |w: String| {
         let key = w.split('=').next().unwrap_or("").to_string();
         if !words
@@ -138,7 +179,14 @@ impl Backend for Qemu {
 
     fn launch(&self, cfg: &VmConfig) -> Result<Launch, VmmError> {
         cfg.validate()?;
+        check_option_values(cfg)?;
         let accel = self.accel(cfg);
+        if cfg.machine == Machine::Microvm && accel == Accel::Tcg && self.tsc_khz.is_none() {
+            // Without tsc_early_khz about half of such boots hang in calibration.
+            return Err(VmmError::Config(
+                "microvm under TCG needs the host TSC rate (none in /proc/cpuinfo); use q35".into(),
+            ));
+        }
         let mut args = Vec::new();
         push(
             &mut args,
@@ -244,14 +292,37 @@ mod tests {
         assert!(
             args.contains("-M microvm,x-option-roms=off,isa-serial=on,rtc=on,memory-backend=mem")
         );
-        // An explicit panic= is kept; TCG on microvm needs the TSC rate and reboot=t.
+        // panic= is always -1; TCG on microvm needs the TSC rate and reboot=t.
         assert!(
-            args.contains("-append console=ttyS0 panic=5 reboot=t tsc_early_khz=2000000 "),
+            args.contains("-append console=ttyS0 panic=-1 reboot=t tsc_early_khz=2000000 "),
             "{args}"
         );
         assert!(args.contains("-device virtio-blk-device,drive=d0"));
         assert!(args.contains("-netdev user,id=n0,ipv6=off,restrict=on,hostfwd=tcp:127.0.0.1:8080-:80 -device virtio-net-device,netdev=n0"));
         assert!(args.contains("-chardev socket,id=vs,path=/run/vm/vhost.sock -device vhost-user-vsock-device,chardev=vs"));
+    }
+
+    #[test]
+    fn option_injection_and_unknown_tsc_are_refused() {
+        let mut c = cfg();
+        c.disks[0].path = "/d/a,file.driver=host_device".into();
+        let err = qemu(Accel::Tcg).launch(&c).unwrap_err().to_string();
+        assert!(err.contains("contains a comma"), "{err}");
+        let mut c = cfg();
+        c.nic = Some(Nic {
+            host_forwards: vec![],
+            mac: Some("52:54:00:12:34,x".into()),
+        });
+        assert!(qemu(Accel::Tcg)
+            .launch(&c)
+            .unwrap_err()
+            .to_string()
+            .contains("invalid MAC"));
+        let mut c = cfg();
+        c.machine = Machine::Microvm;
+        let mut q = qemu(Accel::Tcg);
+        q.tsc_khz = None;
+        assert!(q.launch(&c).unwrap_err().to_string().contains("TSC"));
     }
 
     #[test]

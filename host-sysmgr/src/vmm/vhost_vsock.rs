@@ -28,6 +28,15 @@ fn program() -> PathBuf {
     }
 }
 
+/// `<socket>.log` beside the vhost-user socket, for the backend's stderr.
+fn log_file(socket: &Path) -> Result<std::fs::File, VmmError> {
+    let path = socket.with_extension("log");
+    std::fs::File::create(&path).map_err(|source| VmmError::Io {
+        context: format!("create {}", path.display()),
+        source,
+    })
+}
+
 impl VhostVsock {
     /// Start the backend for `cid` and wait (≤ 5 s) until its socket exists.
     pub fn start(cid: u32, socket: &Path, uds_path: &Path) -> Result<VhostVsock, VmmError> {
@@ -42,11 +51,13 @@ impl VhostVsock {
             .arg(uds_path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(log_file(socket)?);
         // SAFETY: prctl is async-signal-safe and touches no parent memory.
         unsafe {
             cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 Ok(())
             });
         }

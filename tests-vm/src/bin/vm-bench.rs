@@ -103,6 +103,7 @@ fn main() -> Result<()> {
             extra: Vec::new(),
         };
         g.kernel = Some(kernel.clone());
+        g.quiet_kernel = false; // the unpack lines are info-level
         let size = std::fs::metadata(tests_vm::initramfs::image(&kernel, &g.initrd)?)?.len();
         let mut row = Row {
             unpack: vec![],
