@@ -347,6 +347,11 @@ impl Running {
         Ok(self.vm.power_down()?)
     }
 
+    /// Press Ctrl-Alt-Del on the guest's keyboard.
+    pub fn ctrl_alt_del(&self) -> Result<()> {
+        Ok(self.vm.ctrl_alt_del()?)
+    }
+
     /// Host pid of QEMU.
     pub fn qemu_pid(&self) -> Option<u32> {
         self.vm.pid()

@@ -58,9 +58,11 @@ fn build(kernel: &Kernel, v: &Variant) -> Result<PathBuf> {
     );
     opts.max_size = Some(256 << 20);
     let out = initrd_builder::build(&spec, &opts).context("build initramfs")?;
-    let dir = target_dir()
-        .join("vm-fixtures")
-        .join(format!("initramfs-{}", v.compression));
+    let extra = if v.extra.is_empty() { "" } else { "-extra" };
+    let name = format!("initramfs-{}-{}{extra}", kernel.release, v.compression);
+    let dir = target_dir().join("vm-fixtures").join(name);
+    // One image per variant: drop the ones earlier builds left behind.
+    let _ = std::fs::remove_dir_all(&dir);
     let paths = out.write_to(&dir)?;
     Ok(paths.image)
 }

@@ -352,3 +352,14 @@ fn the_vm_dies_with_its_parent() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn ctrl_alt_del_becomes_sigint_for_the_app() -> Result<()> {
+    let script = "trap 'echo got-INT; exit 5' INT; echo app-ready; i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done";
+    let mut r = Guest::new("ctrl-alt-del", &["/bin/sh", "-c", script]).start()?;
+    r.wait_line("app-ready")?;
+    r.ctrl_alt_del()?;
+    let out = r.finish()?;
+    ensure!(out.has_line("got-INT"), "{}", out.log);
+    expect_exit(&out, r#"HYPEMAN-EXIT code=5 message="exit code 5""#)
+}

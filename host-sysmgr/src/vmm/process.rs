@@ -134,6 +134,24 @@ impl Vm {
         self.control_request(&self.quit)
     }
 
+    /// Press Ctrl-Alt-Del on the guest's keyboard (QEMU only, via QMP
+    /// `send-key`): our init turns it into SIGINT for the app.
+    pub fn ctrl_alt_del(&self) -> Result<(), VmmError> {
+        let Some(path) = &self.control else {
+            return Err(VmmError::Control {
+                path: String::new(),
+                reason: "no control socket".into(),
+            });
+        };
+        let keys =
+            ["ctrl", "alt", "delete"].map(|k| serde_json::json!({"type": "qcode", "data": k}));
+        let request = serde_json::json!({"execute": "send-key", "arguments": {"keys": keys}});
+        qmp_request(path, &request.to_string(), false).map_err(|e| VmmError::Control {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
+    }
+
     /// SIGKILL the VMM's process group and reap it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -192,18 +210,26 @@ fn connect(path: &Path) -> std::io::Result<UnixStream> {
 
 /// One QMP command after the capabilities handshake; waits for its `return`.
 pub fn qmp(path: &Path, command: &str) -> std::io::Result<()> {
+    let request = serde_json::json!({ "execute": command }).to_string();
+    qmp_request(path, &request, command == "quit")
+}
+
+/// One raw QMP request (a JSON object) after the capabilities handshake.
+/// `closes` says the VMM may close the socket instead of answering (quit).
+pub fn qmp_request(path: &Path, request: &str, closes: bool) -> std::io::Result<()> {
     let stream = connect(path)?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?; // greeting
     let mut w = stream;
-    for cmd in ["qmp_capabilities", command] {
-        writeln!(w, "{{\"execute\":\"{cmd}\"}}")?;
+    let handshake = serde_json::json!({ "execute": "qmp_capabilities" }).to_string();
+    for (req, may_close) in [(handshake.as_str(), false), (request, closes)] {
+        writeln!(w, "{req}")?;
         loop {
             line.clear();
             if reader.read_line(&mut line)? == 0 {
                 // quit closes the socket before or after answering.
-                return if cmd == "quit" {
+                return if may_close {
                     Ok(())
                 } else {
                     Err(std::io::ErrorKind::UnexpectedEof.into())

@@ -122,6 +122,7 @@ fn boot<S: Sys>(sys: &mut S, ctx: &mut Ctx, inputs: &Inputs) -> Result<Config, B
     if let Err(e) = sys.setup_signals() {
         return fatal(InitFailure::EarlyMount, format!("signal setup: {e}"));
     }
+    sys.disable_ctrl_alt_del();
     apply_mounts(
         sys,
         &plan::early_mounts(),

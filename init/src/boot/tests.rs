@@ -56,6 +56,7 @@ fn whole_exec_sequence_in_order() {
     assert_eq!((code, msg.as_str()), (0, "success"));
     let order = [
         "setup_signals",
+        "cad_off",
         "mount proc /proc proc",
         "mount sysfs /sys sysfs",
         "mount devtmpfs /dev devtmpfs mode=0755",

@@ -197,6 +197,9 @@ impl Sys for FakeSys {
             None => Ok(()),
         }
     }
+    fn disable_ctrl_alt_del(&mut self) {
+        self.record("cad_off".into());
+    }
     fn setup_signals(&mut self) -> io::Result<()> {
         self.record("setup_signals".into());
         Ok(())

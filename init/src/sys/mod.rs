@@ -189,6 +189,9 @@ pub trait Sys {
     /// missing path.
     fn wait_for_paths(&mut self, paths: &[String], timeout: Duration) -> Result<(), String>;
 
+    /// Make Ctrl-Alt-Del send SIGINT to init (forwarded to the app) instead of
+    /// an immediate reboot. Best effort (a PID namespace refuses it).
+    fn disable_ctrl_alt_del(&mut self);
     /// Block the signals init handles and route them to [`Sys::next_event`].
     fn setup_signals(&mut self) -> io::Result<()>;
     /// Fork and exec; an exec failure comes back as its errno.

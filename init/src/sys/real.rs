@@ -242,6 +242,10 @@ impl Sys for RealSys {
         wait_for_paths(paths, timeout)
     }
 
+    fn disable_ctrl_alt_del(&mut self) {
+        let _ = nix::sys::reboot::set_cad_enabled(false);
+    }
+
     fn setup_signals(&mut self) -> io::Result<()> {
         let mut set = SigSet::empty();
         for s in HANDLED_SIGNALS {
