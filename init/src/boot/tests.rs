@@ -704,3 +704,18 @@ fn agent_is_written_after_the_switch() {
     booted(&mut f);
     assert!(index(&f, "switch_root") < index(&f, "write /opt/hypeman/guest-agent 755"));
 }
+
+#[test]
+fn superset_fields_not_served_yet_are_reported() {
+    let mut f =
+        ready_fake(r#"{"cmd":["/bin/app"],"hostname":"h","sysctls":{"vm.x":"1"},"user":"0"}"#);
+    f.file("/etc/passwd", b"root:x:0:0::/root:/bin/sh\n");
+    assert_eq!(booted(&mut f).0, 0);
+    assert!(f
+        .console
+        .contains("[hypeman-init:config] hostname is not supported"));
+    assert!(f
+        .console
+        .contains("[hypeman-init:config] sysctls is not supported"));
+    assert!(!f.console.contains("user is not supported"));
+}
