@@ -148,12 +148,12 @@ fn boot<S: Sys>(sys: &mut S, ctx: &mut Ctx, inputs: &Inputs) -> Result<Config, B
     wait_devices(sys, ctx)?;
     ctx.timing.mark("devices", sys.boottime());
     mount_disks(sys, ctx)?;
-    ctx.timing.mark("mounts", sys.boottime());
+    ctx.timing.mark("disks", sys.boottime());
     let config = read_config(sys, ctx)?;
     ctx.timing.mark("config", sys.boottime());
     prepare_newroot(sys, ctx, &config)?;
     switch_root(sys, ctx)?;
-    ctx.timing.mark("mounts", sys.boottime());
+    ctx.timing.mark("switch", sys.boottime());
     Ok(config)
 }
 

@@ -159,7 +159,8 @@ pub trait Sys {
     fn is_executable(&self, path: &str) -> bool;
     /// Read the first `len` bytes of a file or device (fewer if it is shorter).
     fn read_head(&self, path: &str, len: usize) -> io::Result<Vec<u8>>;
-    /// Atomically create or replace a file with `data` and `mode`.
+    /// Create or replace a file with `data` and `mode` (write then rename, not
+    /// flushed to disk).
     fn write_file(&mut self, path: &str, data: &[u8], mode: u32) -> io::Result<()>;
     /// Create a symlink; an existing entry is left alone.
     fn symlink(&mut self, target: &str, link: &str) -> io::Result<()>;
