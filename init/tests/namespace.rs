@@ -7,6 +7,9 @@ mod common;
 
 use common::{config, Root, Scenario};
 
+/// The app's lines after `marker`, up to the next `---` marker. init's own lines
+/// (sentinels, log lines) are skipped: the app runs as soon as it is exec'd, so
+/// its first lines may come before PROGRAM-START (as with hypeman's init).
 fn lines_after<'a>(console: &'a [String], marker: &str) -> Vec<&'a str> {
     let start = console
         .iter()
@@ -15,6 +18,7 @@ fn lines_after<'a>(console: &'a [String], marker: &str) -> Vec<&'a str> {
     console[start + 1..]
         .iter()
         .map(String::as_str)
+        .filter(|l| !l.starts_with("HYPEMAN-") && !l.contains("[hypeman-init:"))
         .take_while(|l| !l.starts_with("---"))
         .collect()
 }

@@ -90,9 +90,12 @@ fn probe_lines<'a>(out: &'a Outcome, section: &str) -> Vec<&'a str> {
     let Some(start) = lines.iter().position(|l| *l == section) else {
         return Vec::new();
     };
+    // init's own lines may interleave: the app runs as soon as it is exec'd,
+    // before init prints PROGRAM-START.
     lines[start + 1..]
         .iter()
         .copied()
+        .filter(|l| !l.starts_with("HYPEMAN-") && !l.contains("[hypeman-init:"))
         .take_while(|l| !l.starts_with("---"))
         .collect()
 }
