@@ -366,3 +366,22 @@ fn ctrl_alt_del_becomes_sigint_for_the_app() -> Result<()> {
     ensure!(out.has_line("got-INT"), "{}", out.log);
     expect_exit(&out, r#"HYPEMAN-EXIT code=5 message="exit code 5""#)
 }
+
+#[test]
+fn hostname_and_sysctls_from_the_config() -> Result<()> {
+    let g = Guest::new(
+        "hostname-sysctls",
+        &[
+            "/bin/cat",
+            "/proc/sys/kernel/hostname",
+            "/proc/sys/vm/swappiness",
+        ],
+    )
+    .with_config(|c| {
+        c.hostname = Some("guest-1".into());
+        c.sysctls = Some(BTreeMap::from([("vm.swappiness".into(), "7".into())]));
+    });
+    let out = g.run()?;
+    ensure!(out.has_line("guest-1") && out.has_line("7"), "{}", out.log);
+    expect_exit(&out, r#"HYPEMAN-EXIT code=0 message="success""#)
+}

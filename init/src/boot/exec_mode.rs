@@ -12,6 +12,9 @@ pub const FORWARDED: [i32; 4] = [libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, lib
 /// Run the app and supervise it until it exits; then report and power off.
 pub fn run<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> (i32, String) {
     let _ = sys.mkdir_all("/run/hypeman");
+    if let Err(e) = super::system::apply(sys, ctx, config) {
+        return report::fail(sys, ctx, &e);
+    }
     let env = app_env(sys, config);
     let env = match env {
         Ok(e) => e,

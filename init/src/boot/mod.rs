@@ -6,6 +6,7 @@ pub mod fsdetect;
 pub mod modules;
 pub mod plan;
 pub mod report;
+pub mod system;
 pub mod user;
 
 #[cfg(test)]
@@ -389,12 +390,10 @@ fn report_unsupported<S: Sys>(sys: &mut S, c: &Config) {
         missing.push("egress_proxy");
     }
     let superset = [
-        ("hostname", c.hostname.is_some()),
         ("dns_servers", c.dns_servers.is_some()),
         ("search_domains", c.search_domains.is_some()),
         ("mtu", c.mtu.is_some()),
         ("kernel_modules", c.kernel_modules.is_some()),
-        ("sysctls", c.sysctls.is_some()),
     ];
     missing.extend(superset.iter().filter(|(_, set)| *set).map(|(k, _)| *k));
     for m in missing {

@@ -707,15 +707,73 @@ fn agent_is_written_after_the_switch() {
 
 #[test]
 fn superset_fields_not_served_yet_are_reported() {
-    let mut f =
-        ready_fake(r#"{"cmd":["/bin/app"],"hostname":"h","sysctls":{"vm.x":"1"},"user":"0"}"#);
+    let mut f = ready_fake(r#"{"cmd":["/bin/app"],"mtu":1400,"kernel_modules":["x"],"user":"0"}"#);
     f.file("/etc/passwd", b"root:x:0:0::/root:/bin/sh\n");
     assert_eq!(booted(&mut f).0, 0);
     assert!(f
         .console
-        .contains("[hypeman-init:config] hostname is not supported"));
+        .contains("[hypeman-init:config] mtu is not supported"));
     assert!(f
         .console
-        .contains("[hypeman-init:config] sysctls is not supported"));
+        .contains("[hypeman-init:config] kernel_modules is not supported"));
     assert!(!f.console.contains("user is not supported"));
+}
+
+#[test]
+fn hostname_and_sysctls_are_applied_before_the_agent() {
+    let mut f = ready_fake(
+        r#"{"cmd":["/bin/app"],"hostname":"guest-1","sysctls":{"vm.swappiness":"7","net/ipv4/conf/eth0.1/rp_filter":"0"}}"#,
+    );
+    f.file("/proc/sys/vm/swappiness", b"60");
+    f.file("/proc/sys/net/ipv4/conf/eth0.1/rp_filter", b"1");
+    assert_eq!(booted(&mut f).0, 0);
+    index(&f, "hostname guest-1");
+    index(&f, "write_existing /proc/sys/vm/swappiness \"7\\n\"");
+    index(
+        &f,
+        "write_existing /proc/sys/net/ipv4/conf/eth0.1/rp_filter",
+    );
+    assert!(index(&f, "write_existing /proc/sys/vm") < index(&f, "spawn /opt/hypeman/guest-agent"));
+}
+
+#[test]
+fn bad_hostname_or_sysctl_is_a_config_failure() {
+    for (cfg, detail) in [
+        (
+            r#"{"cmd":["/bin/app"],"hostname":"bad_name"}"#,
+            "is not a valid host name",
+        ),
+        (
+            r#"{"cmd":["/bin/app"],"sysctls":{"../../etc/shadow":"x"}}"#,
+            "is not a valid name",
+        ),
+        (
+            r#"{"cmd":["/bin/app"],"sysctls":{"vm.nonexistent":"1"}}"#,
+            "sysctl vm.nonexistent",
+        ),
+        (
+            r#"{"cmd":["/bin/app"],"sysctls":{"vm.swappiness":"1\n2"}}"#,
+            "value must be one line",
+        ),
+    ] {
+        let mut f = ready_fake(cfg);
+        f.file("/proc/sys/vm/swappiness", b"60");
+        booted(&mut f);
+        assert_init_failure(&f, InitFailure::ConfigInvalid, detail);
+    }
+}
+
+#[test]
+fn test_mode_never_sets_the_hosts_hostname_or_sysctls() {
+    let mut f =
+        ready_fake(r#"{"cmd":["/bin/app"],"hostname":"h","sysctls":{"vm.swappiness":"7"}}"#);
+    f.file("/proc/sys/vm/swappiness", b"60");
+    for dev in ["/dev/loop1", "/dev/loop2", "/dev/loop3"] {
+        f.file(dev, &crate::sys::fake::ext4_head());
+    }
+    let cmdline = "hypeman.root=/dev/loop1 hypeman.overlay=/dev/loop2 hypeman.config=/dev/loop3";
+    assert_eq!(run(&mut f, &test_mode_inputs(cmdline)).0, 0);
+    assert!(f.calls_with("hostname").is_empty());
+    assert!(f.calls_with("write_existing").is_empty());
+    assert!(f.console.contains("test mode: hostname h not set"));
 }

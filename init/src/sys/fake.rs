@@ -142,6 +142,21 @@ impl Sys for FakeSys {
         self.files.insert(path.into(), data.to_vec());
         Ok(())
     }
+    fn write_existing(&mut self, path: &str, data: &[u8]) -> io::Result<()> {
+        self.record(format!(
+            "write_existing {path} {:?}",
+            String::from_utf8_lossy(data)
+        ));
+        if self.files.contains_key(path) {
+            Ok(())
+        } else {
+            Err(enoent())
+        }
+    }
+    fn set_hostname(&mut self, name: &str) -> io::Result<()> {
+        self.record(format!("hostname {name}"));
+        Ok(())
+    }
     fn symlink(&mut self, target: &str, link: &str) -> io::Result<()> {
         self.record(format!("symlink {link} -> {target}"));
         Ok(())

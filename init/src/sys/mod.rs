@@ -162,6 +162,11 @@ pub trait Sys {
     /// Create or replace a file with `data` and `mode` (write then rename, not
     /// flushed to disk).
     fn write_file(&mut self, path: &str, data: &[u8], mode: u32) -> io::Result<()>;
+    /// Write `data` to an existing file (no create, no truncate semantics beyond
+    /// the file's own: /proc/sys entries).
+    fn write_existing(&mut self, path: &str, data: &[u8]) -> io::Result<()>;
+    /// sethostname(2).
+    fn set_hostname(&mut self, name: &str) -> io::Result<()>;
     /// Create a symlink; an existing entry is left alone.
     fn symlink(&mut self, target: &str, link: &str) -> io::Result<()>;
     /// statfs(2) f_type of the filesystem holding `path`.

@@ -154,6 +154,18 @@ impl Sys for RealSys {
         fs::rename(&tmp, path)
     }
 
+    fn write_existing(&mut self, path: &str, data: &[u8]) -> io::Result<()> {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
+        f.write_all(data)
+    }
+
+    fn set_hostname(&mut self, name: &str) -> io::Result<()> {
+        nix::unistd::sethostname(name).map_err(errno_io)
+    }
+
     fn symlink(&mut self, target: &str, link: &str) -> io::Result<()> {
         match std::os::unix::fs::symlink(target, link) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
