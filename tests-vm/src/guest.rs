@@ -341,8 +341,8 @@ impl Running {
         }
     }
 
-    /// Ask QEMU for an ACPI power-down (QMP `system_powerdown`; accepted, but
-    /// this guest has no ACPI button handling, so it does not stop the VM).
+    /// Ask QEMU for an ACPI power-down (QMP `system_powerdown`): init sends the
+    /// app SIGTERM.
     pub fn request_power_down(&self) -> Result<()> {
         Ok(self.vm.power_down()?)
     }

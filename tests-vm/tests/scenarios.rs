@@ -287,8 +287,6 @@ fn agent_ready_and_host_dials_vsock_2222() -> Result<()> {
 fn qmp_quit_stops_a_running_vm() -> Result<()> {
     let mut r = Guest::new("qmp-quit", &["/bin/sleep", "60"]).start()?;
     r.wait_line("HYPEMAN-PROGRAM-START ")?;
-    // Accepted by QEMU; the guest does not act on the ACPI button (no handler).
-    r.request_power_down()?;
     r.quit()?;
     Ok(())
 }
@@ -384,4 +382,15 @@ fn hostname_and_sysctls_from_the_config() -> Result<()> {
     let out = g.run()?;
     ensure!(out.has_line("guest-1") && out.has_line("7"), "{}", out.log);
     expect_exit(&out, r#"HYPEMAN-EXIT code=0 message="success""#)
+}
+
+#[test]
+fn acpi_power_down_stops_the_app_gracefully() -> Result<()> {
+    let script = "trap 'echo got-TERM; exit 6' TERM; echo app-ready; i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done";
+    let mut r = Guest::new("acpi-power-down", &["/bin/sh", "-c", script]).start()?;
+    r.wait_line("app-ready")?;
+    r.request_power_down()?;
+    let out = r.finish()?;
+    ensure!(out.has_line("got-TERM"), "{}", out.log);
+    expect_exit(&out, r#"HYPEMAN-EXIT code=6 message="exit code 6""#)
 }

@@ -26,6 +26,13 @@ pub fn run<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> (i32, String)
         None
     };
     ctx.timing.mark("agent", sys.boottime());
+    if let Some(dev) = sys.watch_power_button() {
+        report::info(
+            sys,
+            "supervise",
+            &format!("power button {dev}: stops the app"),
+        );
+    }
     // Opened before the app starts: every record read later is newer than it.
     let kmsg = sys.kmsg_open();
     let app = match start_app(sys, config, &env) {
@@ -238,9 +245,14 @@ fn validate(argv: &[String], env: &[(String, String)]) -> Result<(), BootError> 
 }
 
 /// One waitpid loop: forward signals, reap orphans, return the app's exit code.
+/// The power button asks the app to stop (SIGTERM).
 pub fn supervise<S: Sys>(sys: &mut S, app: i32, agent: Option<i32>) -> i32 {
     loop {
         match sys.next_event() {
+            Event::PowerButton => {
+                report::info(sys, "supervise", "power button: sending SIGTERM to the app");
+                let _ = sys.kill(app, libc::SIGTERM);
+            }
             Event::Signal(sig) if FORWARDED.contains(&sig) => {
                 let _ = sys.kill(app, sig);
             }

@@ -777,3 +777,25 @@ fn test_mode_never_sets_the_hosts_hostname_or_sysctls() {
     assert!(f.calls_with("write_existing").is_empty());
     assert!(f.console.contains("test mode: hostname h not set"));
 }
+
+#[test]
+fn power_button_sends_sigterm_to_the_app() {
+    let mut f = ready_fake(MINIMAL);
+    f.events.extend([
+        Event::PowerButton,
+        Event::Exited {
+            pid: 102,
+            code: 143,
+        },
+    ]);
+    booted(&mut f);
+    assert_eq!(f.calls_with("kill "), ["kill 102 15"]);
+    assert!(index(&f, "watch_power_button") < index(&f, "spawn /bin/app"));
+    assert!(f
+        .console
+        .contains("power button: sending SIGTERM to the app"));
+    assert_eq!(
+        exit_line(&f),
+        r#"HYPEMAN-EXIT code=143 message="killed by signal 15 (terminated)""#
+    );
+}

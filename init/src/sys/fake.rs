@@ -236,6 +236,10 @@ impl Sys for FakeSys {
         self.record(format!("wait_ready {fd} {}ms", timeout.as_millis()));
         self.readiness.unwrap_or(Readiness::Ready)
     }
+    fn watch_power_button(&mut self) -> Option<String> {
+        self.record("watch_power_button".into());
+        None
+    }
     fn next_event(&mut self) -> Event {
         self.events.pop_front().unwrap_or(Event::Exited {
             pid: self.next_pid,

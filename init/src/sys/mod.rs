@@ -129,6 +129,8 @@ pub enum Event {
     /// A child changed state: pid and wait status, already decoded into an exit code
     /// (a process killed by signal N reports 128 + N).
     Exited { pid: i32, code: i32 },
+    /// The (ACPI) power button was pressed.
+    PowerButton,
 }
 
 /// The system-call seam.
@@ -204,7 +206,10 @@ pub trait Sys {
     fn spawn(&mut self, spec: &SpawnSpec) -> Result<Child, SpawnError>;
     /// Wait for one byte on a readiness pipe (and close it).
     fn wait_ready(&mut self, fd: i32, timeout: Duration) -> Readiness;
-    /// Block until a signal arrives or a child exits.
+    /// Start watching the power button's input device, when there is one;
+    /// returns its device path.
+    fn watch_power_button(&mut self) -> Option<String>;
+    /// Block until a signal arrives, a child exits or the power button is pressed.
     fn next_event(&mut self) -> Event;
     /// kill(2).
     fn kill(&mut self, pid: i32, sig: i32) -> io::Result<()>;

@@ -31,6 +31,7 @@ pub const HANDLED_SIGNALS: [Signal; 5] = [
 #[derive(Default)]
 pub struct RealSys {
     signal_fd: Option<SignalFd>,
+    power_button: Option<fs::File>,
 }
 
 fn errno_io(e: Errno) -> io::Error {
@@ -281,6 +282,12 @@ impl Sys for RealSys {
         wait_byte(&owned, timeout)
     }
 
+    fn watch_power_button(&mut self) -> Option<String> {
+        let (path, file) = find_power_button()?;
+        self.power_button = Some(file);
+        Some(path)
+    }
+
     fn next_event(&mut self) -> Event {
         loop {
             if let Some(ev) = reap_one() {
@@ -290,6 +297,13 @@ impl Sys for RealSys {
                 // Signals were never set up: fall back to a blocking wait.
                 return blocking_wait();
             };
+            let (sig_ready, button_ready) = wait_readable(sfd, self.power_button.as_ref());
+            if button_ready && self.power_button.as_ref().is_some_and(power_key_pressed) {
+                return Event::PowerButton;
+            }
+            if !sig_ready {
+                continue;
+            }
             match sfd.read_signal() {
                 Ok(Some(info)) if info.ssi_signo != libc::SIGCHLD as u32 => {
                     return Event::Signal(i32::try_from(info.ssi_signo).unwrap_or(0));
@@ -366,6 +380,70 @@ impl RealSys {
             }
         }
     }
+}
+
+/// Poll the signalfd and the power button (when watched); which are readable.
+fn wait_readable(sfd: &SignalFd, button: Option<&fs::File>) -> (bool, bool) {
+    let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+    if let Some(b) = button {
+        fds.push(PollFd::new(b.as_fd(), PollFlags::POLLIN));
+    }
+    match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+        Ok(_) => {
+            let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+            (ready(&fds[0]), fds.get(1).is_some_and(ready))
+        }
+        Err(_) => (true, false),
+    }
+}
+
+/// The input device named "Power Button" (ACPI button driver), opened
+/// non-blocking.
+fn find_power_button() -> Option<(String, fs::File)> {
+    let entries = fs::read_dir("/sys/class/input").ok()?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("event") {
+            continue;
+        }
+        let label = fs::read_to_string(entry.path().join("device/name")).unwrap_or_default();
+        if label.trim() != "Power Button" {
+            continue;
+        }
+        let path = format!("/dev/input/{name}");
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&path)
+            .ok()?;
+        return Some((path, file));
+    }
+    None
+}
+
+/// Size of `struct input_event` on 64-bit Linux.
+const INPUT_EVENT_SIZE: usize = 24;
+const EV_KEY: u16 = 1;
+const KEY_POWER: u16 = 116;
+
+/// Drain the device; whether a KEY_POWER press was among the events.
+fn power_key_pressed(dev: &fs::File) -> bool {
+    let mut buf = [0u8; INPUT_EVENT_SIZE * 16];
+    let mut pressed = false;
+    while let Ok(n) = nix::unistd::read(dev, &mut buf) {
+        if n == 0 {
+            break;
+        }
+        pressed |= buf[..n].chunks_exact(INPUT_EVENT_SIZE).any(is_power_press);
+    }
+    pressed
+}
+
+fn is_power_press(ev: &[u8]) -> bool {
+    let kind = u16::from_ne_bytes([ev[16], ev[17]]);
+    let code = u16::from_ne_bytes([ev[18], ev[19]]);
+    let value = i32::from_ne_bytes([ev[20], ev[21], ev[22], ev[23]]);
+    kind == EV_KEY && code == KEY_POWER && value == 1
 }
 
 /// Recursively delete the children of `dir` that live on `dev`; mount points
@@ -755,6 +833,17 @@ mod tests {
             Err(paths[1].clone())
         );
         assert_eq!(wait_for_paths(&paths[..1], Duration::ZERO), Ok(()));
+    }
+
+    #[test]
+    fn power_key_events() {
+        let mut ev = [0u8; INPUT_EVENT_SIZE];
+        ev[16..18].copy_from_slice(&EV_KEY.to_ne_bytes());
+        ev[18..20].copy_from_slice(&KEY_POWER.to_ne_bytes());
+        ev[20..24].copy_from_slice(&1i32.to_ne_bytes());
+        assert!(is_power_press(&ev));
+        ev[20..24].copy_from_slice(&0i32.to_ne_bytes()); // release
+        assert!(!is_power_press(&ev));
     }
 
     #[test]
