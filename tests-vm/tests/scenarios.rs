@@ -266,9 +266,17 @@ fn project_kernel_when_present() -> Result<()> {
         );
         return Ok(());
     };
-    let mut g = Guest::new("project-kernel", &["/bin/true"]);
+    let script = "trap 'echo got-TERM; exit 6' TERM; cat /etc/marker; i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done";
+    let mut g = Guest::new("project-kernel", &["/bin/sh", "-c", script]);
     g.kernel = Some(kernel);
-    expect_exit(&g.run()?, r#"HYPEMAN-EXIT code=0 message="success""#)
+    let mut r = g.start()?;
+    r.wait_line("from-image")?;
+    // Built-in ACPI button + evdev: the power button stops the app.
+    r.wait_line("power button /dev/input/")?;
+    r.request_power_down()?;
+    let out = r.finish()?;
+    ensure!(out.has_line("got-TERM"), "{}", out.log);
+    expect_exit(&out, r#"HYPEMAN-EXIT code=6 message="exit code 6""#)
 }
 #[test]
 fn agent_ready_and_host_dials_vsock_2222() -> Result<()> {
