@@ -356,3 +356,19 @@ fn timing_line_is_separate_from_the_sentinel() {
         assert!(timing.contains(part), "{timing}");
     }
 }
+
+#[test]
+fn a_symlinked_run_in_the_image_becomes_a_tmpfs_directory() {
+    let script = "[ -d /run ] && [ ! -L /run ] && echo run-is-a-dir; grep ' /run ' /proc/mounts | awk '{print $3}'";
+    let mut s = Scenario::new(&config(&["/bin/sh", "-c", script], ""));
+    s.files.push(("var/run/.keep".into(), String::new(), 0o644));
+    s.symlinks.push(("run".into(), "/var/run".into()));
+    let out = s.boot();
+    let c: Vec<&str> = out.console.iter().map(String::as_str).collect();
+    assert!(
+        c.contains(&"run-is-a-dir") && c.contains(&"tmpfs"),
+        "{}",
+        out.text()
+    );
+    assert_eq!(out.exit_line(), r#"HYPEMAN-EXIT code=0 message="success""#);
+}

@@ -408,6 +408,18 @@ fn prepare_newroot<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> Resul
         let _ = sys.symlink(target, link);
     }
     let cgroup = sys.exists("/sys/fs/cgroup/cgroup.controllers");
+    // A mount point that is a symlink in the image would be resolved against
+    // the initramfs: make it a real directory on the overlay instead.
+    for dir in ["dev", "proc", "sys", "run"] {
+        let path = format!("{newroot}/{dir}");
+        if let Ok(true) = sys.replace_symlink_with_dir(&path) {
+            report::info(
+                sys,
+                "newroot",
+                &format!("/{dir} was a symlink in the image; made it a directory"),
+            );
+        }
+    }
     apply_mounts(
         sys,
         &plan::newroot_mounts(&newroot, cgroup),

@@ -799,3 +799,16 @@ fn power_button_sends_sigterm_to_the_app() {
         r#"HYPEMAN-EXIT code=143 message="killed by signal 15 (terminated)""#
     );
 }
+
+#[test]
+fn symlinked_mount_points_in_the_image_become_directories() {
+    let mut f = ready_fake(MINIMAL);
+    f.symlinks.insert("/overlay/newroot/run".into());
+    assert_eq!(booted(&mut f).0, 0);
+    assert!(
+        index(&f, "unsymlink /overlay/newroot/run") < index(&f, "mount tmpfs /overlay/newroot/run")
+    );
+    assert!(f
+        .console
+        .contains("/run was a symlink in the image; made it a directory"));
+}

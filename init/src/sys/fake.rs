@@ -31,6 +31,8 @@ pub struct FakeSys {
     pub events: VecDeque<Event>,
     /// Kernel log lines (those logged after `kmsg_open`).
     pub kmsg: Vec<String>,
+    /// Paths that are symlinks (in the image).
+    pub symlinks: BTreeSet<String>,
     /// Our pid (1 unless a test says otherwise).
     pub pid: i32,
     /// Files that exist but have no execute bit.
@@ -156,6 +158,14 @@ impl Sys for FakeSys {
     fn set_hostname(&mut self, name: &str) -> io::Result<()> {
         self.record(format!("hostname {name}"));
         Ok(())
+    }
+    fn replace_symlink_with_dir(&mut self, path: &str) -> io::Result<bool> {
+        if self.symlinks.remove(path) {
+            self.record(format!("unsymlink {path}"));
+            self.dirs.insert(path.into());
+            return Ok(true);
+        }
+        Ok(false)
     }
     fn symlink(&mut self, target: &str, link: &str) -> io::Result<()> {
         self.record(format!("symlink {link} -> {target}"));

@@ -169,6 +169,8 @@ pub trait Sys {
     fn write_existing(&mut self, path: &str, data: &[u8]) -> io::Result<()>;
     /// sethostname(2).
     fn set_hostname(&mut self, name: &str) -> io::Result<()>;
+    /// If `path` is a symlink, replace it with an empty directory; whether it was.
+    fn replace_symlink_with_dir(&mut self, path: &str) -> io::Result<bool>;
     /// Create a symlink; an existing entry is left alone.
     fn symlink(&mut self, target: &str, link: &str) -> io::Result<()>;
     /// statfs(2) f_type of the filesystem holding `path`.

@@ -167,6 +167,15 @@ impl Sys for RealSys {
         nix::unistd::sethostname(name).map_err(errno_io)
     }
 
+    fn replace_symlink_with_dir(&mut self, path: &str) -> io::Result<bool> {
+        if !fs::symlink_metadata(path)?.file_type().is_symlink() {
+            return Ok(false);
+        }
+        fs::remove_file(path)?;
+        fs::DirBuilder::new().mode(0o755).create(path)?;
+        Ok(true)
+    }
+
     fn symlink(&mut self, target: &str, link: &str) -> io::Result<()> {
         match std::os::unix::fs::symlink(target, link) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),

@@ -165,6 +165,8 @@ pub struct Scenario {
     pub agent: Option<String>,
     /// Extra files in the image rootfs (path relative, contents, mode).
     pub files: Vec<(String, String, u32)>,
+    /// Entries of the image rootfs replaced by symlinks (path relative, target).
+    pub symlinks: Vec<(String, String)>,
 }
 
 impl Scenario {
@@ -177,6 +179,7 @@ impl Scenario {
             cmdline: String::new(),
             agent: None,
             files: Vec::new(),
+            symlinks: Vec::new(),
         }
     }
 }
@@ -277,6 +280,11 @@ fn build_root(s: &Scenario, work: &Path) -> PathBuf {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, contents).unwrap();
         set_mode(&p, *mode);
+    }
+    for (rel, target) in &s.symlinks {
+        let p = rootdir.join(rel);
+        let _ = std::fs::remove_dir(&p);
+        std::os::unix::fs::symlink(target, &p).unwrap();
     }
     if s.direct {
         std::fs::copy(env!("CARGO_BIN_EXE_init"), rootdir.join("init")).unwrap();
