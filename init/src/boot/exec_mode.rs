@@ -26,7 +26,13 @@ pub fn run<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> (i32, String)
         None
     };
     ctx.timing.mark("agent", sys.boottime());
-    if let Some(dev) = sys.watch_power_button() {
+    // Never the host's button in test mode (a namespace sees its devices).
+    let button = if ctx.test_mode {
+        None
+    } else {
+        sys.watch_power_button()
+    };
+    if let Some(dev) = button {
         report::info(
             sys,
             "supervise",

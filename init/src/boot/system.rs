@@ -24,13 +24,23 @@ pub fn validate_hostname(h: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `/proc/sys` path of a sysctl key: `net.ipv4.ip_forward` or
-/// `net/ipv4/conf/eth0.100/rp_filter` (slashes keep dots in a segment).
+/// `/proc/sys` path of a sysctl key, in either of sysctl(8)'s forms: dotted
+/// (`net.ipv4.conf.eth0/100.rp_filter`: a `/` stands for a literal dot) or
+/// slashed (`net/ipv4/conf/eth0.100/rp_filter`); the first separator decides.
 pub fn sysctl_path(key: &str) -> Result<String, String> {
-    let rel = if key.contains('/') {
-        key.to_string()
+    let dotted = key
+        .find(['.', '/'])
+        .is_some_and(|i| key.as_bytes()[i] == b'.');
+    let rel: String = if dotted {
+        key.chars()
+            .map(|c| match c {
+                '.' => '/',
+                '/' => '.',
+                c => c,
+            })
+            .collect()
     } else {
-        key.replace('.', "/")
+        key.to_string()
     };
     let seg_ok = |s: &str| {
         !s.is_empty()
@@ -68,7 +78,9 @@ pub fn apply<S: Sys>(sys: &mut S, ctx: &Ctx, config: &Config) -> Result<(), Boot
         if ctx.test_mode {
             report::info(sys, "system", &format!("test mode: sysctl {key} not set"));
         } else if let Err(e) = sys.write_existing(&path, format!("{value}\n").as_bytes()) {
-            return invalid(format!("sysctl {key}: {e}"));
+            // A valid name the kernel refuses (missing module, bad value): one
+            // ERROR line, the boot goes on.
+            report::error(sys, "system", &format!("sysctl {key}: {e}"));
         }
     }
     Ok(())
@@ -98,6 +110,10 @@ mod tests {
             sysctl_path("net/ipv4/conf/eth0.100/rp_filter").unwrap(),
             "/proc/sys/net/ipv4/conf/eth0.100/rp_filter"
         );
+        assert_eq!(
+            sysctl_path("net.ipv4.conf.eth0/100.rp_filter").unwrap(),
+            "/proc/sys/net/ipv4/conf/eth0.100/rp_filter"
+        );
         for bad in [
             "",
             "..",
@@ -106,7 +122,7 @@ mod tests {
             "net/../x",
             "/vm/x",
             "a b",
-            "vm.x/",
+            "vm.x.",
         ] {
             assert!(sysctl_path(bad).is_err(), "{bad}");
         }

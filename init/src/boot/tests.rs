@@ -748,10 +748,6 @@ fn bad_hostname_or_sysctl_is_a_config_failure() {
             "is not a valid name",
         ),
         (
-            r#"{"cmd":["/bin/app"],"sysctls":{"vm.nonexistent":"1"}}"#,
-            "sysctl vm.nonexistent",
-        ),
-        (
             r#"{"cmd":["/bin/app"],"sysctls":{"vm.swappiness":"1\n2"}}"#,
             "value must be one line",
         ),
@@ -775,6 +771,7 @@ fn test_mode_never_sets_the_hosts_hostname_or_sysctls() {
     assert_eq!(run(&mut f, &test_mode_inputs(cmdline)).0, 0);
     assert!(f.calls_with("hostname").is_empty());
     assert!(f.calls_with("write_existing").is_empty());
+    assert!(f.calls_with("watch_power_button").is_empty());
     assert!(f.console.contains("test mode: hostname h not set"));
 }
 
@@ -811,4 +808,13 @@ fn symlinked_mount_points_in_the_image_become_directories() {
     assert!(f
         .console
         .contains("/run was a symlink in the image; made it a directory"));
+}
+
+#[test]
+fn a_sysctl_the_kernel_refuses_is_one_error_line() {
+    let mut f = ready_fake(r#"{"cmd":["/bin/app"],"sysctls":{"vm.nonexistent":"1"}}"#);
+    assert_eq!(booted(&mut f).0, 0);
+    assert!(f
+        .console
+        .contains("[ERROR] [hypeman-init:system] sysctl vm.nonexistent:"));
 }

@@ -31,7 +31,7 @@ pub const HANDLED_SIGNALS: [Signal; 5] = [
 #[derive(Default)]
 pub struct RealSys {
     signal_fd: Option<SignalFd>,
-    power_button: Option<fs::File>,
+    power_buttons: Vec<fs::File>,
 }
 
 fn errno_io(e: Errno) -> io::Error {
@@ -292,9 +292,10 @@ impl Sys for RealSys {
     }
 
     fn watch_power_button(&mut self) -> Option<String> {
-        let (path, file) = find_power_button()?;
-        self.power_button = Some(file);
-        Some(path)
+        let found = find_power_buttons();
+        let paths: Vec<String> = found.iter().map(|(p, _)| p.clone()).collect();
+        self.power_buttons = found.into_iter().map(|(_, f)| f).collect();
+        (!paths.is_empty()).then(|| paths.join(", "))
     }
 
     fn next_event(&mut self) -> Event {
@@ -302,23 +303,16 @@ impl Sys for RealSys {
             if let Some(ev) = reap_one() {
                 return ev;
             }
-            let Some(sfd) = &self.signal_fd else {
+            let ready = match &self.signal_fd {
+                Some(sfd) => wait_readable(sfd, &self.power_buttons),
                 // Signals were never set up: fall back to a blocking wait.
-                return blocking_wait();
+                None => return blocking_wait(),
             };
-            let (sig_ready, button_ready) = wait_readable(sfd, self.power_button.as_ref());
-            if button_ready && self.power_button.as_ref().is_some_and(power_key_pressed) {
+            if let ButtonCheck::Pressed = self.check_buttons(&ready.buttons) {
                 return Event::PowerButton;
             }
-            if !sig_ready {
-                continue;
-            }
-            match sfd.read_signal() {
-                Ok(Some(info)) if info.ssi_signo != libc::SIGCHLD as u32 => {
-                    return Event::Signal(i32::try_from(info.ssi_signo).unwrap_or(0));
-                }
-                Ok(_) | Err(Errno::EINTR) => continue,
-                Err(_) => return blocking_wait(),
+            if let Some(ev) = ready.signal.then(|| self.read_signal()).flatten() {
+                return ev;
             }
         }
     }
@@ -375,7 +369,50 @@ impl Sys for RealSys {
     }
 }
 
+enum ButtonCheck {
+    Pressed,
+    Nothing,
+}
+
 impl RealSys {
+    /// One signal from the signalfd: `None` for SIGCHLD or nothing (the caller
+    /// reaps), the blocking-wait result when the signalfd itself fails.
+    fn read_signal(&self) -> Option<Event> {
+        let sfd = self.signal_fd.as_ref()?;
+        match sfd.read_signal() {
+            Ok(Some(info)) if info.ssi_signo != libc::SIGCHLD as u32 => {
+                Some(Event::Signal(i32::try_from(info.ssi_signo).unwrap_or(0)))
+            }
+            Ok(_) | Err(Errno::EINTR) => None,
+            Err(_) => Some(blocking_wait()),
+        }
+    }
+
+    /// Read the buttons poll flagged; a device that hung up or errors is
+    /// dropped (or it would make every poll return at once: a busy loop).
+    fn check_buttons(&mut self, flags: &[ButtonReady]) -> ButtonCheck {
+        let mut pressed = false;
+        let mut keep = Vec::new();
+        for (dev, flag) in self.power_buttons.drain(..).zip(flags) {
+            match flag {
+                ButtonReady::Idle => keep.push(dev),
+                ButtonReady::Gone => {}
+                ButtonReady::Readable => {
+                    if let Some(p) = power_key_pressed(&dev) {
+                        pressed |= p;
+                        keep.push(dev);
+                    }
+                }
+            }
+        }
+        self.power_buttons = keep;
+        if pressed {
+            ButtonCheck::Pressed
+        } else {
+            ButtonCheck::Nothing
+        }
+    }
+
     /// Wait (bounded by `deadline`) until a signal is pending on the signalfd.
     fn wait_sigchld(&self, deadline: Instant) {
         let Some(sfd) = &self.signal_fd else {
@@ -391,68 +428,107 @@ impl RealSys {
     }
 }
 
-/// Poll the signalfd and the power button (when watched); which are readable.
-fn wait_readable(sfd: &SignalFd, button: Option<&fs::File>) -> (bool, bool) {
+/// What poll said of one power-button device.
+#[derive(Clone, Copy)]
+enum ButtonReady {
+    Idle,
+    Readable,
+    Gone,
+}
+
+struct Ready {
+    signal: bool,
+    buttons: Vec<ButtonReady>,
+}
+
+/// Poll the signalfd and the watched power buttons.
+fn wait_readable(sfd: &SignalFd, buttons: &[fs::File]) -> Ready {
     let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-    if let Some(b) = button {
-        fds.push(PollFd::new(b.as_fd(), PollFlags::POLLIN));
+    fds.extend(
+        buttons
+            .iter()
+            .map(|b| PollFd::new(b.as_fd(), PollFlags::POLLIN)),
+    );
+    if nix::poll::poll(&mut fds, PollTimeout::NONE).is_err() {
+        let buttons = vec![ButtonReady::Idle; buttons.len()];
+        return Ready {
+            signal: true,
+            buttons,
+        };
     }
-    match nix::poll::poll(&mut fds, PollTimeout::NONE) {
-        Ok(_) => {
-            let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-            (ready(&fds[0]), fds.get(1).is_some_and(ready))
-        }
-        Err(_) => (true, false),
+    let gone = PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL;
+    let state = |fd: &PollFd| match fd.revents() {
+        Some(r) if r.intersects(gone) => ButtonReady::Gone,
+        Some(r) if r.contains(PollFlags::POLLIN) => ButtonReady::Readable,
+        _ => ButtonReady::Idle,
+    };
+    let signal = fds[0].revents().is_some_and(|r| !r.is_empty());
+    Ready {
+        signal,
+        buttons: fds[1..].iter().map(state).collect(),
     }
 }
 
-/// The input device named "Power Button" (ACPI button driver), opened
-/// non-blocking.
-fn find_power_button() -> Option<(String, fs::File)> {
-    let entries = fs::read_dir("/sys/class/input").ok()?;
+/// Every input device named "Power Button" (the ACPI driver names both the
+/// fixed-feature button and a PNP0C0C device so), opened non-blocking.
+fn find_power_buttons() -> Vec<(String, fs::File)> {
+    let Ok(entries) = fs::read_dir("/sys/class/input") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("event") {
-            continue;
-        }
         let label = fs::read_to_string(entry.path().join("device/name")).unwrap_or_default();
-        if label.trim() != "Power Button" {
+        if !name.starts_with("event") || label.trim() != "Power Button" {
             continue;
         }
         let path = format!("/dev/input/{name}");
-        let file = fs::OpenOptions::new()
+        let opened = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(&path)
-            .ok()?;
-        return Some((path, file));
+            .open(&path);
+        if let Ok(file) = opened {
+            found.push((path, file));
+        }
     }
-    None
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
 }
 
 /// Size of `struct input_event` on 64-bit Linux.
-const INPUT_EVENT_SIZE: usize = 24;
+const INPUT_EVENT_SIZE: usize = std::mem::size_of::<libc::input_event>();
+const _: () = assert!(INPUT_EVENT_SIZE == 24);
+const TYPE_AT: usize = std::mem::offset_of!(libc::input_event, type_);
+const CODE_AT: usize = std::mem::offset_of!(libc::input_event, code);
+const VALUE_AT: usize = std::mem::offset_of!(libc::input_event, value);
 const EV_KEY: u16 = 1;
 const KEY_POWER: u16 = 116;
 
-/// Drain the device; whether a KEY_POWER press was among the events.
-fn power_key_pressed(dev: &fs::File) -> bool {
+/// Drain the device: whether a KEY_POWER press was among the events; `None`
+/// when the device failed (it is then dropped).
+fn power_key_pressed(dev: &fs::File) -> Option<bool> {
     let mut buf = [0u8; INPUT_EVENT_SIZE * 16];
     let mut pressed = false;
-    while let Ok(n) = nix::unistd::read(dev, &mut buf) {
-        if n == 0 {
-            break;
+    loop {
+        match nix::unistd::read(dev, &mut buf) {
+            Ok(0) => return None,
+            Ok(n) => pressed |= buf[..n].chunks_exact(INPUT_EVENT_SIZE).any(is_power_press),
+            Err(Errno::EAGAIN) => return Some(pressed),
+            Err(Errno::EINTR) => continue,
+            Err(_) => return None,
         }
-        pressed |= buf[..n].chunks_exact(INPUT_EVENT_SIZE).any(is_power_press);
     }
-    pressed
 }
 
 fn is_power_press(ev: &[u8]) -> bool {
-    let kind = u16::from_ne_bytes([ev[16], ev[17]]);
-    let code = u16::from_ne_bytes([ev[18], ev[19]]);
-    let value = i32::from_ne_bytes([ev[20], ev[21], ev[22], ev[23]]);
-    kind == EV_KEY && code == KEY_POWER && value == 1
+    let u16_at = |i: usize| u16::from_ne_bytes([ev[i], ev[i + 1]]);
+    let value = i32::from_ne_bytes([
+        ev[VALUE_AT],
+        ev[VALUE_AT + 1],
+        ev[VALUE_AT + 2],
+        ev[VALUE_AT + 3],
+    ]);
+    u16_at(TYPE_AT) == EV_KEY && u16_at(CODE_AT) == KEY_POWER && value == 1
 }
 
 /// Recursively delete the children of `dir` that live on `dev`; mount points
@@ -846,13 +922,32 @@ mod tests {
 
     #[test]
     fn power_key_events() {
-        let mut ev = [0u8; INPUT_EVENT_SIZE];
-        ev[16..18].copy_from_slice(&EV_KEY.to_ne_bytes());
-        ev[18..20].copy_from_slice(&KEY_POWER.to_ne_bytes());
-        ev[20..24].copy_from_slice(&1i32.to_ne_bytes());
-        assert!(is_power_press(&ev));
-        ev[20..24].copy_from_slice(&0i32.to_ne_bytes()); // release
-        assert!(!is_power_press(&ev));
+        let ev = libc::input_event {
+            time: libc::timeval {
+                tv_sec: 1,
+                tv_usec: 2,
+            },
+            type_: EV_KEY,
+            code: KEY_POWER,
+            value: 1,
+        };
+        // SAFETY: input_event is plain old data; viewing it as bytes is sound.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&ev as *const libc::input_event).cast::<u8>(),
+                INPUT_EVENT_SIZE,
+            )
+        };
+        assert!(is_power_press(bytes));
+        let release = libc::input_event { value: 0, ..ev };
+        // SAFETY: as above.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&release as *const libc::input_event).cast::<u8>(),
+                INPUT_EVENT_SIZE,
+            )
+        };
+        assert!(!is_power_press(bytes));
     }
 
     #[test]
