@@ -242,7 +242,7 @@ fn write_header(out: &mut Vec<u8>, h: &Header, name: &[u8]) {
 }
 
 fn pad4(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
