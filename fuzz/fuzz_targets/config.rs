@@ -2,4 +2,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| init_fuzz::check_config(data));
+fuzz_target!(|data: &[u8]| init_fuzz::contract::check_config(data));

@@ -10,7 +10,7 @@ use std::process::Command;
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
     /// A tool could not be run.
-    #[error("run {tool}: {source}")]
+    #[error("cannot run {tool}")]
     Spawn {
         /// Tool name.
         tool: String,
@@ -26,7 +26,7 @@ pub enum DiskError {
         stderr: String,
     },
     /// Filesystem I/O.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,

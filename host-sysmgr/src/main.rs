@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 #[derive(Parser)]
 #[command(
     version,
-    about = "Host-side manager of guest kernels and initrds, and microVM runner"
+    about = "Host-side manager of guest kernels and initrds, and microVM runner",
+    after_help = EXIT_STATUS
 )]
 struct Cli {
     #[command(subcommand)]
@@ -37,9 +38,10 @@ enum Command {
     /// serial console to stdout, and exits with the app's exit code as parsed
     /// from the HYPEMAN-EXIT line.
     ///
-    /// Exit status 125 means host-sysmgr itself failed (bad arguments, disks,
-    /// QEMU, a VM that ended without HYPEMAN-EXIT, or the timeout); 130 means it
-    /// was interrupted (SIGINT/SIGTERM): the VM is killed and its files removed.
+    /// Exit status: the app's own code (0-255) from HYPEMAN-EXIT; 125 when
+    /// host-sysmgr itself failed (see EXIT STATUS in `host-sysmgr --help`);
+    /// 130 when interrupted (SIGINT/SIGTERM): the VM is killed. Its work folder
+    /// (root, overlay and config images, serial log) is removed on every exit.
     Run(RunArgs),
 }
 
@@ -69,17 +71,17 @@ struct RunArgs {
     /// Working directory of the app.
     #[arg(long, default_value = "/")]
     workdir: String,
-    /// Memory in MiB.
-    #[arg(long, default_value_t = 512)]
+    /// Memory in MiB (64 to 1048576).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(64..=MAX_MEMORY_MIB))]
     memory: u32,
-    /// Virtual CPUs.
-    #[arg(long, default_value_t = 1)]
+    /// Virtual CPUs (1 to 255).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_CPUS))]
     cpus: u32,
     /// Machine model.
     #[arg(long, value_enum, default_value = "q35")]
     machine: MachineArg,
-    /// Give up (and kill the VM) after this many seconds.
-    #[arg(long, default_value_t = 120)]
+    /// Give up (and kill the VM) after this many seconds (1 to 604800, a week).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_S))]
     timeout: u64,
     /// Extra kernel command line words.
     #[arg(long, default_value = "")]
@@ -115,9 +117,7 @@ fn config(args: &RunArgs) -> Result<Config> {
 
 fn vm_config(args: &RunArgs, work: &Path) -> Result<VmConfig> {
     for (what, p) in [("kernel", &args.kernel), ("initrd", &args.initrd)] {
-        if !p.is_file() {
-            bail!("{what} {} does not exist", p.display());
-        }
+        check_input_file(what, p)?;
     }
     let root = match (&args.image, &args.rootfs) {
         (Some(img), _) => img.clone(),
@@ -158,6 +158,19 @@ fn vm_config(args: &RunArgs, work: &Path) -> Result<VmConfig> {
     Ok(cfg)
 }
 
+/// A kernel or initrd path must name a regular file (symlinks followed).
+fn check_input_file(what: &str, p: &Path) -> Result<()> {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(m) if m.is_dir() => bail!(
+            "--{what} {}: is a directory, not a {what} image",
+            p.display()
+        ),
+        Ok(_) => bail!("--{what} {}: not a regular file", p.display()),
+        Err(e) => Err(e).with_context(|| format!("--{what} {}", p.display())),
+    }
+}
+
 /// Copy what the serial log gained since `pos` to stdout.
 fn pump(serial: &Path, pos: &mut u64) {
     let Ok(mut f) = std::fs::File::open(serial) else {
@@ -178,6 +191,29 @@ fn pump(serial: &Path, pos: &mut u64) {
 const EXIT_FAILURE: u8 = 125;
 /// Interrupted by SIGINT or SIGTERM.
 const EXIT_INTERRUPTED: u8 = 130;
+/// Largest `--memory`, MiB (1 TiB).
+const MAX_MEMORY_MIB: i64 = 1 << 20;
+/// Largest `--cpus`.
+const MAX_CPUS: i64 = 255;
+/// Largest `--timeout`, seconds (a week).
+const MAX_TIMEOUT_S: u64 = 7 * 24 * 3600;
+
+const EXIT_STATUS: &str = "EXIT STATUS (run):
+  0-255  the app's own exit code, from the guest's HYPEMAN-EXIT line
+  125    host-sysmgr itself failed: a usage error (bad or out-of-range
+         argument), a missing kernel/initrd/rootfs, building the disks,
+         starting the VMM, a VM that ended without a valid HYPEMAN-EXIT
+         (none, or a code outside 0-255), or the --timeout
+  130    interrupted by SIGINT or SIGTERM (the VM is killed)
+  --help and --version exit 0.";
+
+/// The exit status for the code a guest reported: its own code when it is a
+/// real exit status (0-255); anything else is a malformed report and ends
+/// as host-sysmgr's own failure, never as success.
+fn exit_status(code: i32) -> Result<u8> {
+    u8::try_from(code)
+        .map_err(|_| anyhow::anyhow!("the guest reported exit code {code}, outside 0-255"))
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("interrupted; the VM was killed")]
@@ -191,14 +227,14 @@ fn interrupt_flag() -> Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
-fn run(args: &RunArgs) -> Result<i32> {
+fn run(args: &RunArgs) -> Result<u8> {
     let interrupted = interrupt_flag()?;
     let work = tempfile::Builder::new()
         .prefix("host-sysmgr-run-")
         .tempdir()?;
     let cfg = vm_config(args, work.path())?;
     let mut vm = Vm::start(&cfg, &Qemu::detect())?;
-    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let deadline = host_sysmgr::deadline::after(Duration::from_secs(args.timeout));
     let mut pos = 0;
     while vm.wait_timeout(Duration::from_millis(20))?.is_none() {
         pump(&cfg.serial_log, &mut pos);
@@ -212,25 +248,44 @@ fn run(args: &RunArgs) -> Result<i32> {
         }
     }
     pump(&cfg.serial_log, &mut pos);
-    let log = std::fs::read(&cfg.serial_log).context("read the serial log")?;
+    let log = match std::fs::read(&cfg.serial_log) {
+        Ok(log) => log,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).context("read the serial log"),
+    };
     match scan_tail(&log).exit {
         Some((code, message)) => {
             eprintln!("host-sysmgr: app exited: code={code} ({message})");
-            Ok(code)
+            exit_status(code)
         }
-        None => {
-            let stderr =
-                std::fs::read_to_string(cfg.runtime_dir.join("vmm.stderr")).unwrap_or_default();
-            bail!("the VM ended without a HYPEMAN-EXIT line\n{stderr}")
-        }
+        None => bail!(
+            "the VM ended without a HYPEMAN-EXIT line{}",
+            vmm_stderr(&cfg.runtime_dir)
+        ),
     }
 }
 
+/// The VMM's own stderr, as an indented block to append to an error.
+fn vmm_stderr(runtime_dir: &Path) -> String {
+    let path = runtime_dir.join("vmm.stderr");
+    let text = std::fs::read(&path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text[text.len().saturating_sub(8192)..]);
+    let text = text.trim();
+    if text.is_empty() {
+        return "; the VMM printed nothing on stderr".into();
+    }
+    let lines: Vec<String> = text.lines().map(|l| format!("  {l}")).collect();
+    format!("; the VMM's stderr:\n{}", lines.join("\n"))
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     let Command::Run(args) = cli.command;
     match run(&args) {
-        Ok(code) => ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)),
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("host-sysmgr: {e:#}");
             if e.is::<Interrupted>() {
@@ -238,6 +293,34 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::from(EXIT_FAILURE)
             }
+        }
+    }
+}
+
+/// `--help`/`--version` print and exit 0; a usage error exits 125 like every
+/// other failure of host-sysmgr's own (as `docker run` does).
+fn usage_error(e: &clap::Error) -> ExitCode {
+    let _ = e.print();
+    match e.kind() {
+        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+            ExitCode::SUCCESS
+        }
+        _ => ExitCode::from(EXIT_FAILURE),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_outside_0_255_are_never_success() {
+        for code in [0, 1, 7, 126, 127, 137, 255] {
+            assert_eq!(exit_status(code).ok(), u8::try_from(code).ok());
+        }
+        for code in [-1, -255, 256, 512, i32::MIN, i32::MAX] {
+            let e = exit_status(code).expect_err("out of range");
+            assert!(e.to_string().contains(&code.to_string()), "{e}");
         }
     }
 }

@@ -61,7 +61,7 @@ impl From<std::io::Error> for Failure {
 /// ~50 ms until `timeout`. The returned stream is positioned right after the
 /// `OK` line, in blocking mode with no timeouts.
 pub fn dial(uds: &Path, port: u32, timeout: Duration) -> Result<UnixStream, VsockError> {
-    let deadline = Instant::now() + timeout;
+    let deadline = crate::deadline::after(timeout);
     loop {
         let last = match attempt(uds, port, deadline) {
             Ok(stream) => return Ok(stream),
@@ -96,17 +96,33 @@ fn attempt(uds: &Path, port: u32, deadline: Instant) -> Result<UnixStream, Failu
     stream.set_read_timeout(Some(left))?;
     stream.set_write_timeout(Some(left))?;
     stream.write_all(format!("CONNECT {port}\n").as_bytes())?;
-    let line = read_line(&mut stream)?;
-    if !line.starts_with(b"OK ") {
-        return Err(Failure::Bad(String::from_utf8_lossy(&line).into_owned()));
-    }
+    handshake_reply(&mut stream)?;
     stream.set_read_timeout(None)?;
     stream.set_write_timeout(None)?;
     Ok(stream)
 }
 
+/// Reads the backend's reply to `CONNECT` from `stream` (a byte at a time, so
+/// nothing after the line is consumed) and returns the host-side port of
+/// `OK <port>`. At most [`MAX_REPLY`] bytes are read.
+fn handshake_reply(stream: &mut impl Read) -> Result<u32, Failure> {
+    let line = read_line(stream)?;
+    parse_ok(&line).ok_or_else(|| Failure::Bad(String::from_utf8_lossy(&line).into_owned()))
+}
+
+/// The port of an `OK <port>` line (newline removed; a trailing `\r` is
+/// tolerated), or `None` for any other reply.
+pub fn parse_ok(line: &[u8]) -> Option<u32> {
+    let rest = line.strip_prefix(b"OK ")?;
+    let rest = rest.strip_suffix(b"\r").unwrap_or(rest);
+    if rest.is_empty() || rest.len() > 10 || !rest.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(rest).ok()?.parse().ok()
+}
+
 /// Read one `\n`-terminated line a byte at a time, so nothing after it is consumed.
-fn read_line(stream: &mut UnixStream) -> Result<Vec<u8>, Failure> {
+fn read_line(stream: &mut impl Read) -> Result<Vec<u8>, Failure> {
     let mut line = Vec::with_capacity(MAX_REPLY);
     let mut byte = [0u8; 1];
     while line.len() < MAX_REPLY {
@@ -127,6 +143,27 @@ fn read_line(stream: &mut UnixStream) -> Result<Vec<u8>, Failure> {
         }
     }
     Err(Failure::Bad(String::from_utf8_lossy(&line).into_owned()))
+}
+
+/// What a backend's reply to `CONNECT` amounts to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handshake {
+    /// `OK <port>`: connected; the guest's bytes follow.
+    Connected(u32),
+    /// Closed or cut short: the guest does not listen yet; worth a retry.
+    Retry(String),
+    /// Any other reply (or one longer than 64 bytes): retrying will not help.
+    Refused(String),
+}
+
+/// Reads and judges a handshake reply from any byte source, consuming only
+/// the reply line (what [`dial`] does on its socket; used by tests and fuzzing).
+pub fn read_handshake(source: &mut impl Read) -> Handshake {
+    match handshake_reply(source) {
+        Ok(port) => Handshake::Connected(port),
+        Err(Failure::Retry(why)) => Handshake::Retry(why),
+        Err(Failure::Bad(reply)) => Handshake::Refused(reply),
+    }
 }
 
 #[cfg(test)]
@@ -195,6 +232,29 @@ mod tests {
         let mut s = dial(&path, 5, Duration::from_secs(10)).unwrap();
         s.write_all(b"x").unwrap();
         assert_eq!(server.join().unwrap(), "CONNECT 5\n");
+    }
+
+    #[test]
+    fn handshake_replies_are_judged_strictly() {
+        let judge = |bytes: &[u8]| read_handshake(&mut &bytes[..]);
+        assert_eq!(judge(b"OK 1073741824\nrest"), Handshake::Connected(1 << 30));
+        assert_eq!(judge(b"OK 7\r\n"), Handshake::Connected(7));
+        for bad in [
+            &b"OK\n"[..],
+            b"OK \n",
+            b"OK x\n",
+            b"OK 99999999999\n",
+            b"ok 1\n",
+        ] {
+            assert!(matches!(judge(bad), Handshake::Refused(_)), "{bad:?}");
+        }
+        assert!(matches!(judge(b""), Handshake::Retry(_)));
+        assert!(matches!(judge(b"OK 1"), Handshake::Retry(_)));
+        assert!(matches!(judge(&[b'7'; 1000]), Handshake::Refused(r) if r.len() == MAX_REPLY));
+        // Only the reply line is consumed.
+        let mut rest: &[u8] = b"OK 5\nguest bytes";
+        assert_eq!(read_handshake(&mut rest), Handshake::Connected(5));
+        assert_eq!(rest, b"guest bytes");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod cloud_hypervisor;
 pub mod firecracker;
 pub mod process;
 pub mod qemu;
+pub mod qmp;
 pub mod vhost_vsock;
 
 pub use process::Vm;
@@ -22,7 +23,7 @@ pub enum VmmError {
     #[error("invalid vm config: {0}")]
     Config(String),
     /// Starting the VMM process failed.
-    #[error("start {program}: {source}")]
+    #[error("cannot start {program}")]
     Spawn {
         /// The program that failed to start.
         program: String,
@@ -41,7 +42,7 @@ pub enum VmmError {
     #[error("wait: {0}")]
     Wait(String),
     /// Another I/O error.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,

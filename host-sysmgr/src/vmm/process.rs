@@ -3,8 +3,8 @@
 //! The VMM runs in its own process group with PR_SET_PDEATHSIG = SIGKILL, so it
 //! dies with its parent; dropping a [`Vm`] kills and reaps it.
 
-use super::{Backend, ControlRequest, Launch, VmConfig, VmmError};
-use std::io::{BufRead, BufReader, Read, Write};
+use super::{qmp, Backend, ControlRequest, Launch, VmConfig, VmmError};
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -92,7 +92,7 @@ impl Vm {
 
     /// Wait for the VMM to exit by itself, up to `timeout`; `Ok(None)` on timeout.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>, VmmError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::deadline::after(timeout);
         let Some(child) = self.child.as_mut() else {
             return Err(VmmError::Wait("already reaped".into()));
         };
@@ -218,29 +218,17 @@ pub fn qmp(path: &Path, command: &str) -> std::io::Result<()> {
 /// `closes` says the VMM may close the socket instead of answering (quit).
 pub fn qmp_request(path: &Path, request: &str, closes: bool) -> std::io::Result<()> {
     let stream = connect(path)?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?; // greeting
+    let mut reader = qmp::LineReader::new(stream.try_clone()?);
     let mut w = stream;
     let handshake = serde_json::json!({ "execute": "qmp_capabilities" }).to_string();
     for (req, may_close) in [(handshake.as_str(), false), (request, closes)] {
         writeln!(w, "{req}")?;
-        loop {
-            line.clear();
-            if reader.read_line(&mut line)? == 0 {
-                // quit closes the socket before or after answering.
-                return if may_close {
-                    Ok(())
-                } else {
-                    Err(std::io::ErrorKind::UnexpectedEof.into())
-                };
-            }
-            if line.contains("\"return\"") {
-                break;
-            }
-            if line.contains("\"error\"") {
-                return Err(std::io::Error::other(line.trim().to_string()));
-            }
+        match qmp::wait_reply(&mut reader)? {
+            qmp::Outcome::Return => {}
+            // quit closes the socket before or after answering.
+            qmp::Outcome::Closed if may_close => return Ok(()),
+            qmp::Outcome::Closed => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            qmp::Outcome::Error(text) => return Err(std::io::Error::other(text)),
         }
     }
     Ok(())

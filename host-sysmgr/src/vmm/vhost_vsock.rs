@@ -75,7 +75,7 @@ impl VhostVsock {
     }
 
     fn wait_socket(&mut self, timeout: Duration) -> Result<(), VmmError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::deadline::after(timeout);
         while !self.socket.exists() {
             if let Ok(Some(st)) = self.child.try_wait() {
                 return Err(VmmError::Wait(format!("{PROGRAM} exited early: {st}")));

@@ -1,0 +1,19 @@
+//! Replays the checked-in fuzz corpus (`fuzz/corpus/<target>/*`) of
+//! host-sysmgr's targets through the very checks the cargo-fuzz targets run.
+
+#[path = "../../fuzz/src/host.rs"]
+mod checks;
+#[path = "../../fuzz/src/replay.rs"]
+#[allow(dead_code)]
+mod replay;
+
+#[test]
+fn host_corpus() {
+    replay::replay_group(
+        "host",
+        &[
+            ("qmp", checks::check_qmp),
+            ("vsock_handshake", checks::check_vsock_handshake),
+        ],
+    );
+}
