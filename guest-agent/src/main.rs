@@ -1,25 +1,24 @@
-//! `guest-agent`: listens on vsock (port 2222 by default) and tells init it is
-//! ready. RPCs (Exec, CopyToGuest, ...) come in a later release.
+//! `guest-agent`: serves `guest.GuestService` on vsock (port 2222 by
+//! default) and tells init it is ready once it listens.
 
-mod readiness;
-
+use guest_agent::{readiness, AgentConfig};
 use std::io::Write;
 use std::process::ExitCode;
-use tokio::io::AsyncReadExt;
-use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
+use tokio_vsock::{VsockAddr, VsockListener, VMADDR_CID_ANY};
 
 /// The contract's agent port.
-const DEFAULT_PORT: u32 = 2222;
+const DEFAULT_PORT: u32 = guest_proto::AGENT_PORT;
 
 const HELP: &str = "\
 guest-agent: the guest side of the host <-> guest channel
 
 USAGE: guest-agent [--port N]
 
-Listens on vsock port N (default 2222, env HYPEMAN_AGENT_PORT), then signals
-readiness: prints HYPEMAN-AGENT-READY on stdout, writes one byte to the fd named
-by HYPEMAN_AGENT_READY_FD and creates the file named by HYPEMAN_AGENT_READY_FILE.
-This release accepts connections but serves no RPCs yet.
+Serves the gRPC service guest.GuestService (Exec, CopyToGuest, CopyFromGuest,
+StatPath, Shutdown, SyncClock, GetGPUInitStatus, Info) on vsock port N
+(default 2222, env HYPEMAN_AGENT_PORT). Once it listens it signals readiness:
+prints HYPEMAN-AGENT-READY on stdout, writes one byte to the fd named by
+HYPEMAN_AGENT_READY_FD and creates the file named by HYPEMAN_AGENT_READY_FILE.
 
 OPTIONS:
   --port N     vsock port to listen on
@@ -82,19 +81,8 @@ fn serve(port: u32) -> std::io::Result<()> {
         })?;
         readiness::announce()?;
         let _ = std::io::stdout().flush();
-        loop {
-            let (stream, _) = listener.accept().await?;
-            tokio::spawn(drain(stream));
-        }
+        guest_agent::serve(AgentConfig::default(), listener.incoming())
+            .await
+            .map_err(std::io::Error::other)
     })
-}
-
-/// Hold a connection open until the peer closes it.
-async fn drain(mut stream: VsockStream) {
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = stream.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
-    }
 }
