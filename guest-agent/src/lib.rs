@@ -129,7 +129,7 @@ impl GuestService for Agent {
         &self,
         request: Request<ShutdownRequest>,
     ) -> Result<Response<ShutdownResponse>, Status> {
-        system::shutdown(self.config.machine.as_ref(), request.into_inner().signal)?;
+        system::shutdown(self.config.machine.clone(), request.into_inner().signal)?;
         Ok(Response::new(ShutdownResponse {}))
     }
 

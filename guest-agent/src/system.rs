@@ -4,6 +4,7 @@
 use guest_proto::{GetGpuInitStatusResponse, GpuInitState, InfoResponse, StatPathResponse};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::Status;
 
@@ -81,17 +82,26 @@ pub fn stat_path(path: &str, follow_links: bool) -> StatPathResponse {
     }
 }
 
-/// `Shutdown`: signal 0 means SIGTERM.
-pub fn shutdown(machine: &dyn Machine, signal: i32) -> Result<(), Status> {
+/// Delay between answering `Shutdown` and signalling PID 1, so the answer
+/// leaves the guest before init tears everything down.
+pub const SHUTDOWN_DELAY: Duration = Duration::from_millis(100);
+
+/// `Shutdown`: signal 0 means SIGTERM. The signal is validated now and sent
+/// [`SHUTDOWN_DELAY`] after the reply.
+pub fn shutdown(machine: Arc<dyn Machine>, signal: i32) -> Result<(), Status> {
     let signal = if signal == 0 { libc::SIGTERM } else { signal };
     if !(1..=libc::SIGRTMAX()).contains(&signal) {
         return Err(Status::invalid_argument(format!(
             "{signal} is not a signal"
         )));
     }
-    machine
-        .signal_init(signal)
-        .map_err(|e| Status::internal(format!("signal PID 1: {e}")))
+    tokio::spawn(async move {
+        tokio::time::sleep(SHUTDOWN_DELAY).await;
+        if let Err(e) = machine.signal_init(signal) {
+            eprintln!("guest-agent: Shutdown: signal {signal} to PID 1: {e}");
+        }
+    });
+    Ok(())
 }
 
 /// `SyncClock`: the host's CLOCK_REALTIME in nanoseconds since the epoch.

@@ -641,6 +641,7 @@ async fn shutdown_signals_init_and_sync_clock_sets_the_clock() {
     let f = Fixture::new().await;
     f.client.shutdown(0).await.unwrap();
     f.client.shutdown(libc::SIGRTMIN() + 4).await.unwrap();
+    tokio::time::sleep(guest_agent::system::SHUTDOWN_DELAY * 3).await;
     assert_eq!(
         *f.machine.signals.lock().unwrap(),
         vec![libc::SIGTERM, libc::SIGRTMIN() + 4]

@@ -4,5 +4,6 @@
 pub mod agent;
 pub mod deadline;
 pub mod disks;
+pub mod stop;
 pub mod vmm;
 pub mod vsock;

@@ -9,7 +9,9 @@ use crate::rootfs::{self, Flavor};
 use anyhow::{anyhow, bail, Context, Result};
 use guest_contract::config::Config;
 use guest_contract::sentinel::{scan_tail, Sentinel, SentinelStream};
+use host_sysmgr::agent::Dialer;
 use host_sysmgr::disks::{self, RootFs};
+use host_sysmgr::stop::{StopOptions, StopReport};
 use host_sysmgr::vmm::qemu::Qemu;
 use host_sysmgr::vmm::vhost_vsock::VhostVsock;
 use host_sysmgr::vmm::{Disk, Machine, Vm, VmConfig, Vsock};
@@ -382,19 +384,42 @@ impl Running {
                 bail!("VM hung for {HANG_TIMEOUT:?}; serial log:\n{log}");
             }
         }
+        Ok(self.outcome())
+    }
+
+    /// The graceful stop a host performs (agent Shutdown, wait, power
+    /// button, SIGKILL), then the outcome. The agent is dialed over this
+    /// guest's vsock when it has one.
+    pub fn stop(mut self, mut opts: StopOptions) -> (StopReport, Outcome) {
+        if opts.agent.is_none() {
+            opts.agent = self.agent_dialer();
+        }
+        let report = host_sysmgr::stop::stop(&mut self.vm, &opts);
+        (report, self.outcome())
+    }
+
+    /// How to reach this guest's agent (hybrid vsock), if it has vsock.
+    pub fn agent_dialer(&self) -> Option<Dialer> {
+        self.vsock_uds.as_ref().map(|uds| Dialer::HybridVsock {
+            uds: uds.clone(),
+            port: guest_proto::AGENT_PORT,
+        })
+    }
+
+    fn outcome(mut self) -> Outcome {
         let to_exit = self.started.elapsed();
         let bytes = std::fs::read(&self.serial).unwrap_or_default();
         let log = String::from_utf8_lossy(&bytes).into_owned();
         self.note_program_start(&log);
         record_times(&self.name, self.program_start, to_exit);
-        Ok(Outcome {
+        Outcome {
             exit: scan_tail(&bytes).exit,
             log,
             to_program_start: self.program_start,
             to_exit,
             overlay_img: self.overlay_img.clone(),
             work: self.work,
-        })
+        }
     }
 }
 

@@ -16,8 +16,32 @@ pub enum Flavor {
 }
 
 const APPLETS: &[&str] = &[
-    "sh", "echo", "cat", "ls", "env", "pwd", "id", "sleep", "kill", "seq", "tr", "true", "false",
-    "grep", "awk", "wc", "head", "sort", "sync", "mount", "dd",
+    "sh",
+    "echo",
+    "cat",
+    "ls",
+    "env",
+    "pwd",
+    "id",
+    "sleep",
+    "kill",
+    "seq",
+    "tr",
+    "true",
+    "false",
+    "grep",
+    "awk",
+    "wc",
+    "head",
+    "sort",
+    "sync",
+    "mount",
+    "dd",
+    "uname",
+    "sha256sum",
+    "mkdir",
+    "stat",
+    "rm",
 ];
 
 fn copy_exec(src: &Path, dst: &Path) -> Result<()> {

@@ -1,0 +1,110 @@
+//! The guest agent in a real VM, reached from the host over vhost-device-vsock
+//! (the hybrid-vsock handshake of Cloud Hypervisor and Firecracker): Exec,
+//! copies, stat, and the graceful stop a hypeman host performs.
+
+use anyhow::{ensure, Context, Result};
+use host_sysmgr::agent::exec::command;
+use host_sysmgr::agent::{AgentClient, Timeouts};
+use host_sysmgr::stop::{StopOptions, StoppedBy};
+use std::time::Duration;
+use tests_vm::guest::{Guest, Running};
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Boots `cmd` with vsock and waits for the agent.
+fn boot(name: &str, cmd: &[&str]) -> Result<Running> {
+    let mut g = Guest::new(name, cmd);
+    g.vsock = true;
+    let mut r = g.start()?;
+    r.wait_line("HYPEMAN-AGENT-READY ts=")?;
+    Ok(r)
+}
+
+async fn connect(r: &Running) -> Result<AgentClient> {
+    let dialer = r.agent_dialer().context("no vsock")?;
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(30),
+        call: Duration::from_secs(60),
+    };
+    Ok(AgentClient::connect(dialer, timeouts).await?)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(data))
+}
+
+#[test]
+fn exec_copy_and_stat_over_vsock_then_shutdown_stops_the_app() -> Result<()> {
+    let r = boot("agent-rpcs", &["/bin/sleep", "600"])?;
+    let release = tests_vm::kernel::debian()?.release;
+    let host = tempfile::tempdir()?;
+    let payload: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(host.path().join("in.bin"), &payload)?;
+    runtime()?.block_on(async {
+        let client = connect(&r).await?;
+        let out = client.exec(command(&["uname", "-r"]), b"").await?;
+        ensure!(out.exit_code == 0, "{out:?}");
+        ensure!(
+            String::from_utf8_lossy(&out.stdout).trim() == release,
+            "{out:?}"
+        );
+        // The readiness probe of a hypeman host.
+        ensure!(client.exec(command(&["/bin/true"]), b"").await?.exit_code == 0);
+        client
+            .copy_to_guest(&host.path().join("in.bin"), "/tmp/in.bin")
+            .await?;
+        let sum = client
+            .exec(command(&["sha256sum", "/tmp/in.bin"]), b"")
+            .await?;
+        let text = String::from_utf8_lossy(&sum.stdout).into_owned();
+        ensure!(text.starts_with(&sha256_hex(&payload)), "{text}");
+        let back = host.path().join("marker");
+        client.copy_from_guest("/etc/marker", &back, false).await?;
+        ensure!(std::fs::read(&back)? == b"from-image\n");
+        let st = client.stat("/etc/marker", false).await?;
+        ensure!(st.exists && st.is_file && st.size == 11, "{st:?}");
+        ensure!(!client.stat("/no/such/file", false).await?.exists);
+        Ok(())
+    })?;
+    let (report, out) = r.stop(StopOptions::default());
+    ensure!(report.by == StoppedBy::Agent, "{report:?}\n{}", out.log);
+    ensure!(report.elapsed < Duration::from_secs(5), "{report:?}");
+    let exit = out.exit_line()?;
+    ensure!(
+        exit == r#"HYPEMAN-EXIT code=143 message="killed by signal 15 (terminated)""#,
+        "{exit}"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_app_that_ignores_sigterm_is_still_stopped() -> Result<()> {
+    let mut r = boot(
+        "agent-stubborn",
+        &[
+            "/bin/sh",
+            "-c",
+            "trap '' TERM INT; echo trapped; while :; do sleep 1; done",
+        ],
+    )?;
+    r.wait_line("trapped")?;
+    let pid = r.qemu_pid().context("no QEMU pid")?;
+    let opts = StopOptions {
+        timeout: Duration::from_secs(2),
+        power_down_grace: Duration::from_secs(2),
+        ..StopOptions::default()
+    };
+    let (report, out) = r.stop(opts);
+    ensure!(report.by == StoppedBy::Killed, "{report:?}\n{}", out.log);
+    ensure!(report.agent_error.is_none(), "{report:?}");
+    ensure!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "QEMU {pid} still exists"
+    );
+    Ok(())
+}
