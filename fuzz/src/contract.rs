@@ -2,9 +2,17 @@
 //! `guest_contract`). `init/tests/fuzz_corpus.rs` includes this very file to
 //! replay the checked-in corpus on stable Rust. A panic is a finding.
 
+use guest_contract::cmdline::{self, Options, MAX_TIMEOUT};
 use guest_contract::config::{parse_config, MAX_CONFIG_BYTES};
+use guest_contract::fsdetect::{self, FsType, HEAD_BYTES};
+use guest_contract::modindex::{self, Index};
 use guest_contract::quote::{go_quote, go_unquote};
 use guest_contract::sentinel::{scan_tail, Sentinel, SentinelStream, MAX_LINE_BYTES, TAIL_BYTES};
+use guest_contract::userdb::{self, User};
+use guest_contract::{input_event, kmsg, sysctl};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path};
+use std::time::Duration;
 
 /// config.json: never panics; an accepted config survives
 /// `to_hypeman_json` -> `parse_config` unchanged and without unknown keys.
@@ -97,4 +105,307 @@ fn check_tail(data: &[u8]) {
         .rev()
         .find(|s| matches!(s, Sentinel::ProgramStart { .. }));
     assert_eq!(scan.program_start.as_ref(), last_start);
+}
+
+/// Kernel command line: the parse is deterministic, never fails, clamps
+/// timeouts (exactly as the last such word asks), makes every device an
+/// absolute path, and survives re-quoting its own words.
+pub fn check_cmdline(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let opts = Options::parse(&text);
+    assert_eq!(Options::parse(&text), opts, "parse is deterministic");
+    let words = cmdline::split(&text);
+    for word in &words {
+        assert!(!word.is_empty() && !word.contains('"'), "{word:?}");
+    }
+    for (key, got) in [
+        ("hypeman.device_timeout_ms", opts.device_timeout),
+        ("hypeman.agent_timeout_ms", opts.agent_timeout),
+    ] {
+        assert!(got <= MAX_TIMEOUT, "{key}: {got:?}");
+        assert_eq!(got, expected_timeout(&words, key), "{key}");
+    }
+    let devices = [&opts.root_dev, &opts.config_dev].into_iter();
+    for dev in devices.chain(&opts.console).chain(&opts.overlay_dev) {
+        assert!(dev.starts_with('/'), "{dev:?}");
+    }
+    if !opts.explicit[0] {
+        assert_eq!(opts.root_dev, "/dev/vda");
+    }
+    for word in &opts.unknown {
+        assert!(
+            word.starts_with("hypeman.") && words.contains(word),
+            "{word:?}"
+        );
+    }
+    let requoted = requote(&words);
+    assert_eq!(cmdline::split(&requoted), words, "{requoted:?}");
+    assert_eq!(Options::parse(&requoted), opts, "{requoted:?}");
+}
+
+/// What the last `key=<ms>` word asks for: its value capped at
+/// [`MAX_TIMEOUT`], 10 s when it is not a number or absent.
+fn expected_timeout(words: &[String], key: &str) -> Duration {
+    let last = words.iter().rev().find_map(|w| match w.split_once('=') {
+        Some((k, v)) => (k == key).then_some(v),
+        None => (w == key).then_some("1"),
+    });
+    let ms = last.and_then(|v| v.parse::<u64>().ok());
+    ms.map_or(Duration::from_secs(10), |ms| {
+        Duration::from_millis(ms).min(MAX_TIMEOUT)
+    })
+}
+
+/// Words joined with spaces, those holding whitespace in double quotes.
+fn requote(words: &[String]) -> String {
+    let quoted: Vec<String> = words
+        .iter()
+        .map(|w| match w.contains(char::is_whitespace) {
+            true => format!("\"{w}\""),
+            false => w.clone(),
+        })
+        .collect();
+    quoted.join(" ")
+}
+
+/// The input cut in three at its first two NUL bytes (missing parts are
+/// empty), each part as lossy UTF-8.
+pub fn three_parts(data: &[u8]) -> [String; 3] {
+    let mut parts = data
+        .splitn(3, |&b| b == 0)
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    [(); 3].map(|()| parts.next().unwrap_or_default())
+}
+
+/// /etc/passwd and /etc/group (input: `spec NUL passwd NUL group`): parsed
+/// fields hold no `:` or line break; a resolved user has its primary group
+/// first, no group twice, no empty home, and the ids the spec or its entry name.
+pub fn check_passwd(data: &[u8]) {
+    let [spec, passwd, group] = three_parts(data);
+    for e in userdb::passwd_entries(&passwd) {
+        for field in [e.name, e.home] {
+            assert!(!field.contains([':', '\n']), "{field:?}");
+        }
+    }
+    for g in userdb::group_entries(&group) {
+        assert!(!g.name.contains([':', '\n']), "{:?}", g.name);
+        for m in &g.members {
+            assert!(!m.is_empty() && !m.contains([':', '\n', ',']), "{m:?}");
+        }
+    }
+    let resolved = userdb::resolve(&spec, &passwd, &group);
+    assert_eq!(userdb::resolve(&spec, &passwd, &group), resolved);
+    match resolved {
+        Ok(user) => check_user(&spec, &passwd, &group, &user),
+        Err(e) => assert!(!e.to_string().is_empty()),
+    }
+}
+
+fn check_user(spec: &str, passwd: &str, group: &str, user: &User) {
+    let c = &user.creds;
+    assert_eq!(c.groups.first(), Some(&c.gid), "{c:?}");
+    let distinct: BTreeSet<u32> = c.groups.iter().copied().collect();
+    assert_eq!(distinct.len(), c.groups.len(), "{c:?}");
+    assert_ne!(user.home.as_deref(), Some(""));
+    let (user_part, group_part) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let entry = userdb::passwd_entries(passwd)
+        .find(|e| e.name == user_part || user_part.parse() == Ok(e.uid));
+    match entry {
+        Some(e) => {
+            assert_eq!(c.uid, e.uid);
+            assert_eq!(user.home.as_deref(), Some(e.home).filter(|h| !h.is_empty()));
+        }
+        None => assert_eq!(user_part.parse(), Ok(c.uid)),
+    }
+    match group_part {
+        Some(g) if g.parse::<u32>().is_ok() => assert_eq!(g.parse(), Ok(c.gid)),
+        Some(g) => assert!(userdb::group_entries(group).any(|e| e.name == g && e.gid == c.gid)),
+        None => assert_eq!(c.gid, entry.map_or(c.uid, |e| e.gid)),
+    }
+}
+
+/// Superblock probe: a kind only when its magic is at its offset (squashfs,
+/// then erofs, then ext4), the same on every prefix cut at a magic's edge,
+/// and only the first [`HEAD_BYTES`] matter.
+pub fn check_fsdetect(data: &[u8]) {
+    let cuts = [0, 3, 4, 1024, 1027, 1028, 1080, 1081, 1082, HEAD_BYTES];
+    for cut in cuts.into_iter().filter(|&c| c < data.len()) {
+        check_fs_kind(&data[..cut]);
+    }
+    check_fs_kind(data);
+    let head = &data[..data.len().min(HEAD_BYTES)];
+    assert_eq!(fsdetect::detect(head), fsdetect::detect(data));
+}
+
+fn check_fs_kind(data: &[u8]) {
+    // An exact-size copy: AddressSanitizer sees any read past its end.
+    let data = data.to_vec();
+    let at = |off: usize, magic: &[u8]| data.get(off..off + magic.len()) == Some(magic);
+    let want = if at(0, b"hsqs") {
+        Some(FsType::Squashfs)
+    } else if at(1024, &[0xe2, 0xe1, 0xf5, 0xe0]) {
+        Some(FsType::Erofs)
+    } else if at(1080, &[0x53, 0xef]) {
+        Some(FsType::Ext4)
+    } else {
+        None
+    };
+    let kind = fsdetect::detect(&data);
+    assert_eq!(kind, want);
+    if let Some(kind) = kind {
+        let noload = kind == FsType::Ext4;
+        assert_eq!(kind.ro_data() == "noload", noload);
+    }
+}
+
+/// sysctl keys, values and hostnames, for the whole input and each line: an
+/// accepted key maps below /proc/sys with no empty, `.` or `..` component and
+/// no NUL, and its slashed form maps the same; an accepted hostname is at
+/// most 64 bytes of `[A-Za-z0-9-.]`; a value passes iff it is one line.
+pub fn check_sysctl(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    for candidate in std::iter::once(text.as_ref()).chain(text.lines()) {
+        check_sysctl_key(candidate);
+        check_hostname(candidate);
+        let one_line = !candidate.contains(['\n', '\0']);
+        assert_eq!(sysctl::validate_value("k", candidate).is_ok(), one_line);
+    }
+}
+
+fn check_sysctl_key(key: &str) {
+    let Ok(path) = sysctl::sysctl_path(key) else {
+        return;
+    };
+    let rel = path.strip_prefix("/proc/sys/").expect("below /proc/sys");
+    assert!(!rel.contains('\0') && !rel.starts_with('/'), "{path:?}");
+    for seg in rel.split('/') {
+        assert!(!seg.is_empty() && seg != "." && seg != "..", "{path:?}");
+    }
+    let mut components = Path::new(&path).components();
+    assert_eq!(components.next(), Some(Component::RootDir));
+    assert!(
+        components.all(|c| matches!(c, Component::Normal(_))),
+        "{path:?}"
+    );
+    assert_eq!(
+        sysctl::sysctl_path(rel).as_deref(),
+        Ok(path.as_str()),
+        "{key:?}"
+    );
+}
+
+fn check_hostname(h: &str) {
+    if sysctl::validate_hostname(h).is_err() {
+        return;
+    }
+    assert!(!h.is_empty() && h.len() <= 64, "{h:?}");
+    assert!(
+        h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'),
+        "{h:?}"
+    );
+    for label in h.split('.') {
+        assert!(!label.is_empty() && !label.starts_with('-') && !label.ends_with('-'));
+    }
+}
+
+/// Power key: a press is found iff some whole 24-byte record has type 1
+/// (EV_KEY) at 16, code 116 (KEY_POWER) at 18 and value 1 at 20, native endian.
+pub fn check_input_event(data: &[u8]) {
+    assert_eq!(input_event::EVENT_SIZE, 24);
+    let press = |r: &[u8]| {
+        r.len() == 24
+            && r[16..18] == 1u16.to_ne_bytes()
+            && r[18..20] == 116u16.to_ne_bytes()
+            && r[20..24] == 1i32.to_ne_bytes()
+    };
+    assert_eq!(
+        input_event::has_power_press(data),
+        data.chunks_exact(24).any(press)
+    );
+    for record in data.chunks(24) {
+        assert_eq!(input_event::is_power_press(record), press(record));
+    }
+}
+
+/// /dev/kmsg: a record has a message iff it holds a `;`, and the message is
+/// the first line after it; the OOM matcher agrees with a direct substring
+/// check on every line and on the whole log.
+pub fn check_kmsg(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let message = kmsg::record_message(data);
+    match text.split_once(';') {
+        None => assert_eq!(message, None),
+        Some((_, rest)) => {
+            let message = message.expect("a record with a ';' has a message");
+            assert!(!message.contains('\n') && rest.starts_with(&message));
+            assert_eq!(kmsg::is_oom_message(&message), oom_text(&message));
+        }
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    for line in &lines {
+        assert_eq!(kmsg::is_oom_message(line), oom_text(line), "{line:?}");
+    }
+    assert_eq!(kmsg::oom_killed(&lines), lines.iter().any(|l| oom_text(l)));
+}
+
+/// The kernel's OOM texts, spelled out here independently of the library.
+fn oom_text(msg: &str) -> bool {
+    [
+        "Out of memory",
+        "oom-kill",
+        "oom_reaper",
+        "Memory cgroup out of memory",
+    ]
+    .iter()
+    .any(|m| msg.contains(m))
+}
+
+/// Module index (input: `modules.dep NUL modules.softdep NUL modules.alias`):
+/// the load order lists every carried module once, by its own path, and every
+/// carried prerequisite (dependency or softdep) before its dependent unless
+/// the two are on a cycle.
+pub fn check_modindex(data: &[u8]) {
+    let [dep, softdep, alias] = three_parts(data);
+    let index = Index::parse(&dep, &softdep, &alias);
+    let order = index.load_order();
+    assert_eq!(index.load_order(), order, "deterministic");
+    let carried: BTreeMap<&str, &str> = index.modules().collect();
+    let mut position = BTreeMap::new();
+    for (i, path) in order.iter().enumerate() {
+        let name = modindex::module_name(path);
+        assert_eq!(carried.get(name.as_str()), Some(&path.as_str()), "{path}");
+        assert!(position.insert(name, i).is_none(), "{path} twice");
+    }
+    assert_eq!(position.len(), carried.len(), "every carried module");
+    for name in carried.keys() {
+        let at = position[*name];
+        for before in index.prerequisites(name) {
+            match position.get(before) {
+                None => assert!(!index.carries(before)),
+                Some(&b) if b < at => {}
+                Some(_) => assert!(reaches(&index, before, name), "{before} after {name}"),
+            }
+        }
+    }
+}
+
+/// Whether `to` is reachable from `from` along prerequisite edges.
+fn reaches(index: &Index, from: &str, to: &str) -> bool {
+    let mut seen = BTreeSet::from([from.to_string()]);
+    let mut todo = vec![from.to_string()];
+    while let Some(m) = todo.pop() {
+        if m == to {
+            return true;
+        }
+        for next in index.prerequisites(&m) {
+            if seen.insert(next.to_string()) {
+                todo.push(next.to_string());
+            }
+        }
+    }
+    false
 }

@@ -1,5 +1,7 @@
-//! The guest contract: everything the guest writes that a host reads, and the
-//! formats the host hands the guest. Pure code: no system calls.
+//! The guest contract: everything the guest writes that a host reads, the
+//! formats the host hands the guest, and init's parsers of outside input.
+//! Pure code: no system calls (std, serde and thiserror only), so the fuzz
+//! targets and the tests run the very code init runs.
 //!
 //! - [`config`]: `/config.json` on the config disk.
 //! - [`quote`]: Go's `strconv.Quote` and its inverse.
@@ -7,10 +9,25 @@
 //! - [`log`]: init's log line format.
 //! - [`sentinel`]: `HYPEMAN-*` console lines, their writers and the host-side parser.
 //! - [`exit`]: exit-code descriptions and init's own failure codes.
+//! - [`cmdline`]: the kernel command line options init understands.
+//! - [`modindex`]: `modules.dep`, `modules.softdep`, `modules.alias` and the
+//!   module load order.
+//! - [`userdb`]: `/etc/passwd`, `/etc/group` and the `user` field's resolution.
+//! - [`fsdetect`]: root filesystem detection from superblock magic numbers.
+//! - [`sysctl`]: validation of `sysctls` keys and values, and of `hostname`.
+//! - [`input_event`]: evdev records and the power-key press decoder.
+//! - [`kmsg`]: `/dev/kmsg` records and the OOM-kill matcher.
 
+pub mod cmdline;
 pub mod config;
 pub mod exit;
+pub mod fsdetect;
+pub mod input_event;
+pub mod kmsg;
 pub mod log;
+pub mod modindex;
 pub mod quote;
 pub mod sentinel;
+pub mod sysctl;
 pub mod time;
+pub mod userdb;

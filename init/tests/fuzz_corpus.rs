@@ -22,6 +22,13 @@ fn contract_corpus() {
             ("config", checks::check_config),
             ("sentinel", checks::check_sentinel),
             ("quote", checks::check_quote),
+            ("cmdline", checks::check_cmdline),
+            ("passwd", checks::check_passwd),
+            ("fsdetect", checks::check_fsdetect),
+            ("sysctl", checks::check_sysctl),
+            ("input_event", checks::check_input_event),
+            ("kmsg", checks::check_kmsg),
+            ("modindex", checks::check_modindex),
         ],
     );
 }

@@ -1,10 +1,12 @@
 //! Exec mode: start the agent, run the app as our child, supervise, report.
 
-use super::{fatal, plan, report, user, BootError, Ctx};
+use super::{fatal, plan, report, BootError, Ctx};
 use crate::sys::{Event, Readiness, SpawnError, SpawnSpec, Sys};
 use guest_contract::config::{Config, InitMode};
 use guest_contract::exit::{describe_exit, InitFailure};
+use guest_contract::kmsg;
 use guest_contract::sentinel::Sentinel;
+use guest_contract::userdb;
 
 /// Signals forwarded to the app.
 pub const FORWARDED: [i32; 4] = [libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGINT];
@@ -88,8 +90,8 @@ fn app_env<S: Sys>(sys: &mut S, config: &Config) -> Result<AppEnv, BootError> {
     let read = |sys: &S, p: &str| {
         String::from_utf8_lossy(&sys.read_regular(p, 4 << 20).unwrap_or_default()).into_owned()
     };
-    let u = user::resolve(spec, &read(sys, "/etc/passwd"), &read(sys, "/etc/group"));
-    let u = u.or_else(|e| fatal(InitFailure::User, e))?;
+    let u = userdb::resolve(spec, &read(sys, "/etc/passwd"), &read(sys, "/etc/group"));
+    let u = u.or_else(|e| fatal(InitFailure::User, e.to_string()))?;
     let home_given = config.env.as_ref().is_some_and(|e| e.contains_key("HOME"));
     if let (false, Some(home)) = (home_given, &u.home) {
         for (k, v) in vars.iter_mut() {
@@ -131,7 +133,11 @@ fn start_agent<S: Sys>(sys: &mut S, ctx: &Ctx, env: &[(String, String)]) -> Opti
             report::error(
                 sys,
                 "agent",
-                &format!("cannot start {}: {e}", plan::AGENT_TARGET),
+                &format!(
+                    "cannot start {}: {}",
+                    plan::AGENT_TARGET,
+                    report::error_chain(&e)
+                ),
             );
             return None;
         }
@@ -208,18 +214,18 @@ fn start_app<S: Sys>(sys: &mut S, config: &Config, env: &AppEnv) -> Result<Start
     match sys.spawn(&spec) {
         Ok(child) => Ok(Started::Running(child.pid)),
         Err(SpawnError::Exec(errno)) => {
-            let text = std::io::Error::from_raw_os_error(errno);
+            let text = std::io::Error::from_raw_os_error(errno as i32);
             report::error(sys, "exec", &format!("{path}: {text}"));
-            Ok(Started::ExecFailed(exec_errno_code(errno)))
+            Ok(Started::ExecFailed(exec_errno_code(errno as i32)))
         }
-        Err(SpawnError::Setup { step, errno_text }) if step.starts_with("chdir") => fatal(
+        Err(SpawnError::Setup { step, errno }) if step.starts_with("chdir") => fatal(
             InitFailure::Workdir,
-            format!("{step} {}: {errno_text}", config.workdir()),
+            format!("{step} {}: {}", config.workdir(), errno.desc()),
         ),
-        Err(SpawnError::Setup { step, errno_text }) if step == "switch user" => {
-            fatal(InitFailure::User, format!("{step}: {errno_text}"))
+        Err(SpawnError::Setup { step, errno }) if step == "switch user" => {
+            fatal(InitFailure::User, format!("{step}: {}", errno.desc()))
         }
-        Err(e) => fatal(InitFailure::Spawn, e.to_string()),
+        Err(e) => fatal(InitFailure::Spawn, report::error_chain(&e)),
     }
 }
 
@@ -278,9 +284,5 @@ pub fn supervise<S: Sys>(sys: &mut S, app: i32, agent: Option<i32>) -> i32 {
 
 /// Whether the kernel logged an OOM kill since `kmsg_open` returned `fd`.
 fn oom_killed<S: Sys>(sys: &mut S, fd: i32) -> bool {
-    sys.kmsg_read(fd).iter().any(|m| {
-        m.contains("Out of memory")
-            || m.contains("oom-kill")
-            || m.contains("Memory cgroup out of memory")
-    })
+    kmsg::oom_killed(&sys.kmsg_read(fd))
 }

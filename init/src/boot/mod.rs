@@ -1,21 +1,18 @@
 //! The boot path: plan (pure, in [`plan`]) applied through the [`Sys`] seam.
 
-pub mod cmdline;
 pub mod exec_mode;
-pub mod fsdetect;
-pub mod modules;
 pub mod plan;
 pub mod report;
 pub mod system;
-pub mod user;
 
 #[cfg(test)]
 mod tests;
 
 use crate::sys::{Mount, Sys, RAMFS_MAGIC, TMPFS_MAGIC};
-use cmdline::Options;
+use guest_contract::cmdline::Options;
 use guest_contract::config::{self, Config};
 use guest_contract::exit::InitFailure;
+use guest_contract::{fsdetect, modindex};
 use plan::{BootKind, Layout, MountStep};
 use report::Timing;
 use std::time::Duration;
@@ -219,7 +216,7 @@ fn load_modules<S: Sys>(sys: &mut S, ctx: &Ctx) {
     if dep.is_empty() {
         return;
     }
-    let index = modules::Index::parse(
+    let index = modindex::Index::parse(
         &dep,
         &read(sys, "modules.softdep"),
         &read(sys, "modules.alias"),
@@ -231,7 +228,7 @@ fn load_modules<S: Sys>(sys: &mut S, ctx: &Ctx) {
             Err(e) => report::error(
                 sys,
                 "modules",
-                &format!("{}: {e}", modules::module_name(&rel)),
+                &format!("{}: {e}", modindex::module_name(&rel)),
             ),
         }
     }

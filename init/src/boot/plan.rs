@@ -1,7 +1,7 @@
 //! The pure half of the boot path: which mounts, in which order, where.
 
-use super::cmdline::Options;
 use crate::sys::{Mount, MountFlags};
+use guest_contract::cmdline::Options;
 
 /// How init was started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

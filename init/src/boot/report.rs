@@ -19,6 +19,19 @@ pub fn error<S: Sys>(sys: &mut S, phase: &str, msg: &str) {
     sys.console_write(&format_line(secs, Level::Error, phase, msg));
 }
 
+/// An error and its causes, outermost first: `a: b: c` (each error's own
+/// message never repeats its source).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// Print a sentinel on a line of its own.
 pub fn sentinel<S: Sys>(sys: &mut S, s: &Sentinel) {
     sys.console_write(&format!("{}\n", s.render()));

@@ -4,6 +4,7 @@
 use super::*;
 use crate::sys::fake::FakeSys;
 use crate::sys::{Event, Readiness, SpawnError};
+use nix::errno::Errno;
 
 const MINIMAL: &str = r#"{"entrypoint":null,"cmd":["/bin/app","a b"],"workdir":"/srv","env":{"A":"1"},"network_enabled":false,"init_mode":"exec"}"#;
 const CONFIG: &str = "/mnt/config/config.json";
@@ -314,7 +315,7 @@ fn exec_not_found_is_127_and_not_executable_is_126() {
     ] {
         let mut f = ready_fake(MINIMAL);
         f.spawn_results
-            .insert("/bin/app".into(), SpawnError::Exec(errno));
+            .insert("/bin/app".into(), SpawnError::Exec(Errno::from_raw(errno)));
         assert_eq!(booted(&mut f), (code, msg.to_string()));
         assert_eq!(
             exit_line(&f),
@@ -817,4 +818,63 @@ fn a_sysctl_the_kernel_refuses_is_one_error_line() {
     assert!(f
         .console
         .contains("[ERROR] [hypeman-init:system] sysctl vm.nonexistent:"));
+}
+
+#[test]
+fn spawn_errors_carry_their_cause_once() {
+    let fork = SpawnError::Fork(Errno::EAGAIN);
+    assert_eq!(fork.to_string(), "cannot start process");
+    assert_eq!(
+        report::error_chain(&fork),
+        format!("cannot start process: EAGAIN: {}", Errno::EAGAIN.desc())
+    );
+    let setup = SpawnError::Setup {
+        step: "set up stdio",
+        errno: Errno::EBADF,
+    };
+    assert_eq!(setup.to_string(), "set up stdio");
+    assert_eq!(
+        report::error_chain(&setup),
+        format!("set up stdio: EBADF: {}", Errno::EBADF.desc())
+    );
+    assert_eq!(SpawnError::Exec(Errno::ENOENT).to_string(), "exec failed");
+}
+
+#[test]
+fn a_fork_failure_names_its_errno_once() {
+    let mut f = ready_fake(MINIMAL);
+    f.spawn_results
+        .insert("/bin/app".into(), SpawnError::Fork(Errno::EAGAIN));
+    let (code, message) = booted(&mut f);
+    assert_eq!(code, InitFailure::Spawn.code());
+    assert_eq!(
+        message,
+        format!(
+            "init: spawn: cannot start process: EAGAIN: {}",
+            Errno::EAGAIN.desc()
+        )
+    );
+}
+
+#[test]
+fn every_oom_text_marks_a_sigkill_as_oom() {
+    for line in [
+        "Out of memory: Killed process 102 (app) total-vm:1000kB",
+        "oom-kill:constraint=CONSTRAINT_NONE,task=app,pid=102,uid=0",
+        "oom_reaper: reaped process 102 (app), now anon-rss:0kB",
+        "Memory cgroup out of memory: Killed process 102 (app)",
+    ] {
+        let mut f = ready_fake(MINIMAL);
+        f.events.push_back(Event::Exited {
+            pid: 102,
+            code: 137,
+        });
+        f.kmsg = vec!["unrelated".into(), line.into()];
+        booted(&mut f);
+        assert_eq!(
+            exit_line(&f),
+            r#"HYPEMAN-EXIT code=137 message="killed by signal 9 (killed) - OOM""#,
+            "{line}"
+        );
+    }
 }

@@ -233,7 +233,7 @@ impl Sys for FakeSys {
         self.record(format!("spawn {} {:?}", spec.path, spec.argv));
         self.spawned.push(spec.clone());
         if let Some(e) = self.spawn_results.get(&spec.path) {
-            return Err(e.clone());
+            return Err(*e);
         }
         self.next_pid += 1;
         let ready_fd = spec.readiness_fd.then_some(50);

@@ -9,6 +9,8 @@ pub mod real;
 #[cfg(test)]
 pub mod fake;
 
+pub use guest_contract::userdb::Credentials;
+use nix::errno::Errno;
 use std::io;
 use std::time::Duration;
 
@@ -88,17 +90,6 @@ pub struct SpawnSpec {
     /// Keep init's stdin (the console) and make it the controlling terminal
     /// (debug shell) instead of /dev/null.
     pub console_stdin: bool,
-}
-
-/// Numeric credentials for a child.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credentials {
-    /// User id.
-    pub uid: u32,
-    /// Primary group id.
-    pub gid: u32,
-    /// Supplementary groups.
-    pub groups: Vec<u32>,
 }
 
 /// A started child.
@@ -228,21 +219,26 @@ pub trait Sys {
     fn power_off(&mut self);
 }
 
-/// Why a child could not be started.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a child could not be started. The cause is the `source`, never part
+/// of the message (print the chain with `report::error_chain`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SpawnError {
     /// fork or pipe creation failed.
-    #[error("cannot start process: {0}")]
-    Fork(String),
-    /// The child could not set itself up (chdir, credentials).
-    #[error("{step}: {errno_text}")]
+    #[error("cannot start process")]
+    Fork(#[source] Errno),
+    /// The path, an argument or a variable cannot be passed to execve.
+    #[error("cannot start process: an argument or variable holds a NUL byte")]
+    NulByte,
+    /// The child could not set itself up (chdir, credentials, stdio).
+    #[error("{step}")]
     Setup {
         /// What failed.
-        step: String,
-        /// strerror of the errno.
-        errno_text: String,
+        step: &'static str,
+        /// Why.
+        #[source]
+        errno: Errno,
     },
-    /// execve failed with this errno.
-    #[error("exec failed: errno {0}")]
-    Exec(i32),
+    /// execve failed.
+    #[error("exec failed")]
+    Exec(#[source] Errno),
 }

@@ -1,6 +1,7 @@
 //! The real system calls. All of init's `unsafe` lives here.
 
 use super::{Child, Event, Mount, Readiness, SpawnError, SpawnSpec, Sys};
+use guest_contract::{input_event, kmsg};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags};
@@ -495,40 +496,30 @@ fn find_power_buttons() -> Vec<(String, fs::File)> {
     found
 }
 
-/// Size of `struct input_event` on 64-bit Linux.
-const INPUT_EVENT_SIZE: usize = std::mem::size_of::<libc::input_event>();
-const _: () = assert!(INPUT_EVENT_SIZE == 24);
-const TYPE_AT: usize = std::mem::offset_of!(libc::input_event, type_);
-const CODE_AT: usize = std::mem::offset_of!(libc::input_event, code);
-const VALUE_AT: usize = std::mem::offset_of!(libc::input_event, value);
-const EV_KEY: u16 = 1;
-const KEY_POWER: u16 = 116;
+// The contract library decodes `struct input_event` by a hard-coded 64-bit
+// Linux layout: it must be libc's.
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(size_of::<libc::input_event>() == input_event::EVENT_SIZE);
+    assert!(offset_of!(libc::input_event, type_) == input_event::TYPE_AT);
+    assert!(offset_of!(libc::input_event, code) == input_event::CODE_AT);
+    assert!(offset_of!(libc::input_event, value) == input_event::VALUE_AT);
+};
 
 /// Drain the device: whether a KEY_POWER press was among the events; `None`
 /// when the device failed (it is then dropped).
 fn power_key_pressed(dev: &fs::File) -> Option<bool> {
-    let mut buf = [0u8; INPUT_EVENT_SIZE * 16];
+    let mut buf = [0u8; input_event::EVENT_SIZE * 16];
     let mut pressed = false;
     loop {
         match nix::unistd::read(dev, &mut buf) {
             Ok(0) => return None,
-            Ok(n) => pressed |= buf[..n].chunks_exact(INPUT_EVENT_SIZE).any(is_power_press),
+            Ok(n) => pressed |= input_event::has_power_press(&buf[..n]),
             Err(Errno::EAGAIN) => return Some(pressed),
             Err(Errno::EINTR) => continue,
             Err(_) => return None,
         }
     }
-}
-
-fn is_power_press(ev: &[u8]) -> bool {
-    let u16_at = |i: usize| u16::from_ne_bytes([ev[i], ev[i + 1]]);
-    let value = i32::from_ne_bytes([
-        ev[VALUE_AT],
-        ev[VALUE_AT + 1],
-        ev[VALUE_AT + 2],
-        ev[VALUE_AT + 3],
-    ]);
-    u16_at(TYPE_AT) == EV_KEY && u16_at(CODE_AT) == KEY_POWER && value == 1
 }
 
 /// Recursively delete the children of `dir` that live on `dev`; mount points
@@ -671,20 +662,13 @@ fn read_kmsg(file: &fs::File) -> Vec<String> {
     loop {
         match nix::unistd::read(file, &mut buf) {
             Ok(0) => break,
-            Ok(n) => out.extend(kmsg_record(&buf[..n])),
+            Ok(n) => out.extend(kmsg::record_message(&buf[..n])),
             // EPIPE: records were overwritten under us; go on with the next.
             Err(Errno::EPIPE) | Err(Errno::EINTR) => continue,
             Err(_) => break,
         }
     }
     out
-}
-
-/// The message of one /dev/kmsg record `prio,seq,usec,flags;message`.
-fn kmsg_record(rec: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(rec);
-    let (_, msg) = text.split_once(';')?;
-    Some(msg.lines().next().unwrap_or("").to_string())
 }
 
 mod spawn {
@@ -700,8 +684,7 @@ mod spawn {
     }
 
     fn cstr(s: &str) -> Result<CString, SpawnError> {
-        CString::new(s)
-            .map_err(|_| SpawnError::Fork("an argument or variable holds a NUL byte".into()))
+        CString::new(s).map_err(|_| SpawnError::NulByte)
     }
 
     fn prepare(spec: &SpawnSpec) -> Result<Prepared, SpawnError> {
@@ -725,7 +708,7 @@ mod spawn {
     }
 
     fn pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SpawnError::Fork(e.to_string()))
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(SpawnError::Fork)
     }
 
     pub fn spawn(spec: &SpawnSpec) -> Result<Child, SpawnError> {
@@ -739,7 +722,7 @@ mod spawn {
         // SAFETY: init is single-threaded, so the child may call anything; it only
         // makes raw system calls before execve or _exit.
         match unsafe { nix::unistd::fork() } {
-            Err(e) => Err(SpawnError::Fork(e.to_string())),
+            Err(e) => Err(SpawnError::Fork(e)),
             Ok(nix::unistd::ForkResult::Child) => {
                 drop(err_r);
                 let ready_w = ready.map(|(r, w)| {
@@ -783,7 +766,7 @@ mod spawn {
         // The child failed and exits by itself; reap it here so the supervisor
         // never sees it.
         let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
-        let errno = i32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]);
+        let errno = Errno::from_raw(i32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]));
         Err(match buf[0] {
             STEP_EXEC => SpawnError::Exec(errno),
             step => SpawnError::Setup {
@@ -791,9 +774,8 @@ mod spawn {
                     STEP_CHDIR => "chdir to workdir",
                     STEP_CREDS => "switch user",
                     _ => "set up stdio",
-                }
-                .to_string(),
-                errno_text: Errno::from_raw(errno).desc().to_string(),
+                },
+                errno,
             },
         })
     }
@@ -921,42 +903,26 @@ mod tests {
     }
 
     #[test]
-    fn power_key_events() {
+    fn libc_power_key_events_decode() {
         let ev = libc::input_event {
             time: libc::timeval {
                 tv_sec: 1,
                 tv_usec: 2,
             },
-            type_: EV_KEY,
-            code: KEY_POWER,
+            type_: input_event::EV_KEY,
+            code: input_event::KEY_POWER,
             value: 1,
         };
-        // SAFETY: input_event is plain old data; viewing it as bytes is sound.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                (&ev as *const libc::input_event).cast::<u8>(),
-                INPUT_EVENT_SIZE,
-            )
-        };
-        assert!(is_power_press(bytes));
         let release = libc::input_event { value: 0, ..ev };
-        // SAFETY: as above.
-        let bytes = unsafe {
+        // SAFETY: input_event is plain old data; viewing it as bytes is sound.
+        let bytes = |e: &libc::input_event| unsafe {
             std::slice::from_raw_parts(
-                (&release as *const libc::input_event).cast::<u8>(),
-                INPUT_EVENT_SIZE,
+                (e as *const libc::input_event).cast::<u8>(),
+                std::mem::size_of::<libc::input_event>(),
             )
+            .to_vec()
         };
-        assert!(!is_power_press(bytes));
-    }
-
-    #[test]
-    fn kmsg_records() {
-        let rec = b"3,100,5000000,-;Out of memory: Killed process 7\n SUBSYSTEM=x\n";
-        assert_eq!(
-            kmsg_record(rec),
-            Some("Out of memory: Killed process 7".into())
-        );
-        assert_eq!(kmsg_record(b"garbage"), None);
+        assert!(input_event::is_power_press(&bytes(&ev)));
+        assert!(!input_event::is_power_press(&bytes(&release)));
     }
 }

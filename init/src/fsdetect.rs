@@ -1,4 +1,6 @@
-//! Filesystem detection from a device's first bytes.
+//! Filesystem detection from a device's first bytes: the superblock magic
+//! numbers of squashfs, erofs and ext2/3/4. Reads only [`HEAD_BYTES`] and
+//! never past a short buffer.
 
 /// Bytes to read from the start of a device for [`detect`].
 pub const HEAD_BYTES: usize = 2048;

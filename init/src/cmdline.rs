@@ -1,4 +1,5 @@
-//! Kernel command line: the options init understands.
+//! The kernel command line (`/proc/cmdline`): the options init understands,
+//! parsed without ever failing (unknown `hypeman.*` words are collected).
 //!
 //! | option | default | meaning |
 //! |---|---|---|
