@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod deadline;
 pub mod disks;
+pub mod instance;
 pub mod stop;
 pub mod vmm;
 pub mod vsock;

@@ -9,8 +9,72 @@
 //! 4. SIGKILL of the VMM's process group.
 
 use crate::agent::{AgentClient, Dialer, Timeouts};
+use crate::instance::Instance;
 use crate::vmm::Vm;
 use std::time::{Duration, Instant};
+
+/// A VM to stop: one this process started ([`Vm`]), or a detached
+/// instance ([`Detached`]).
+pub trait Target {
+    /// Whether the VMM still runs.
+    fn running(&mut self) -> bool;
+    /// Waits up to `timeout`; `true` once the VMM is gone.
+    fn wait_exit(&mut self, timeout: Duration) -> bool;
+    /// Presses the hypervisor's power button; `false` when it could not.
+    fn power_button(&mut self) -> bool;
+    /// SIGKILL of the VMM (and its process group).
+    fn kill(&mut self);
+}
+
+impl Target for Vm {
+    fn running(&mut self) -> bool {
+        Vm::running(self)
+    }
+    fn wait_exit(&mut self, timeout: Duration) -> bool {
+        matches!(self.wait_timeout(timeout), Ok(Some(_)) | Err(_))
+    }
+    fn power_button(&mut self) -> bool {
+        self.power_down().is_ok()
+    }
+    fn kill(&mut self) {
+        Vm::kill(self);
+    }
+}
+
+/// A VMM started by another process (`run --detach`), known by its pid,
+/// start time and QMP socket.
+pub struct Detached {
+    /// The instance.
+    pub instance: Instance,
+}
+
+impl Target for Detached {
+    fn running(&mut self) -> bool {
+        self.instance.running()
+    }
+    fn wait_exit(&mut self, timeout: Duration) -> bool {
+        self.instance.wait_gone(timeout)
+    }
+    fn power_button(&mut self) -> bool {
+        let Some(sock) = &self.instance.info.control_socket else {
+            return false;
+        };
+        crate::vmm::process::qmp(sock, "system_powerdown").is_ok()
+    }
+    fn kill(&mut self) {
+        if self.instance.running() {
+            let pid = self.instance.info.vmm_pid;
+            // SAFETY: kill has no memory-safety preconditions; the pid was
+            // just checked against its recorded start time, and the VMM
+            // leads its own process group.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+                libc::kill(pid, libc::SIGKILL);
+            }
+            self.instance.wait_gone(Duration::from_secs(5));
+        }
+    }
+}
 
 /// How the guest is asked to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -81,7 +145,7 @@ pub struct StopReport {
 }
 
 /// Stops `vm` as described in the module docs; the VMM is gone on return.
-pub fn stop(vm: &mut Vm, opts: &StopOptions) -> StopReport {
+pub fn stop(vm: &mut dyn Target, opts: &StopOptions) -> StopReport {
     let started = Instant::now();
     let report = |by, agent_error| StopReport {
         by,
@@ -98,19 +162,15 @@ pub fn stop(vm: &mut Vm, opts: &StopOptions) -> StopReport {
         agent_error = outcome.error();
         // A call that failed may still have been delivered (the guest can
         // power off before the reply leaves it): wait all the same.
-        if reached && exited_within(vm, opts.timeout) {
+        if reached && vm.wait_exit(opts.timeout) {
             return report(StoppedBy::Agent, agent_error);
         }
     }
-    if vm.power_down().is_ok() && exited_within(vm, opts.power_down_grace) {
+    if vm.power_button() && vm.wait_exit(opts.power_down_grace) {
         return report(StoppedBy::PowerButton, agent_error);
     }
     vm.kill();
     report(StoppedBy::Killed, agent_error)
-}
-
-fn exited_within(vm: &mut Vm, timeout: Duration) -> bool {
-    matches!(vm.wait_timeout(timeout), Ok(Some(_)) | Err(_))
 }
 
 /// What became of the Shutdown RPC.

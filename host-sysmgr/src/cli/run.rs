@@ -1,0 +1,294 @@
+//! `host-sysmgr run`: boot a root filesystem as a microVM, in the foreground
+//! (console streamed, the app's exit code returned) or detached as a named
+//! instance owned by a monitor process.
+
+use super::Interrupted;
+use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
+use guest_contract::config::Config;
+use guest_contract::sentinel::scan_tail;
+use host_sysmgr::disks::{self, RootFs};
+use host_sysmgr::vmm::qemu::Qemu;
+use host_sysmgr::vmm::vhost_vsock::VhostVsock;
+use host_sysmgr::vmm::{Disk, Machine, Vm, VmConfig, Vsock};
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Largest `--memory`, MiB (1 TiB).
+const MAX_MEMORY_MIB: i64 = 1 << 20;
+/// Largest `--cpus`.
+const MAX_CPUS: i64 = 255;
+/// Largest `--timeout`, seconds (a week).
+const MAX_TIMEOUT_S: u64 = 7 * 24 * 3600;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum MachineArg {
+    Q35,
+    Microvm,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Kernel to boot (a PVH vmlinux, or a bzImage).
+    #[arg(long)]
+    pub(crate) kernel: PathBuf,
+    /// Initramfs carrying init (built by initrd-builder).
+    #[arg(long)]
+    pub(crate) initrd: PathBuf,
+    /// Folder to turn into the read-only root image (ext4).
+    #[arg(long, conflicts_with = "image", required_unless_present = "image")]
+    pub(crate) rootfs: Option<PathBuf>,
+    /// Existing root image (ext4, erofs or squashfs).
+    #[arg(long)]
+    pub(crate) image: Option<PathBuf>,
+    /// Environment of the app, KEY=VALUE (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub(crate) env: Vec<String>,
+    /// Working directory of the app.
+    #[arg(long, default_value = "/")]
+    pub(crate) workdir: String,
+    /// Memory in MiB (64 to 1048576).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(64..=MAX_MEMORY_MIB))]
+    pub(crate) memory: u32,
+    /// Virtual CPUs (1 to 255).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_CPUS))]
+    pub(crate) cpus: u32,
+    /// Machine model.
+    #[arg(long, value_enum, default_value = "q35")]
+    pub(crate) machine: MachineArg,
+    /// Give up (and kill the VM) after this many seconds (1 to 604800, a week).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_S))]
+    pub(crate) timeout: u64,
+    /// Extra kernel command line words.
+    #[arg(long, default_value = "")]
+    pub(crate) append: String,
+    /// Keep the VM running in the background as a named instance and return
+    /// once it has booted (see `ps`, `exec`, `cp`, `stop`, `logs`). The VM
+    /// gets vsock so the host can reach its agent.
+    #[arg(long, short = 'd')]
+    pub(crate) detach: bool,
+    /// Name of the instance (with --detach; default: vm-<random>).
+    #[arg(long, requires = "detach")]
+    pub(crate) name: Option<String>,
+    /// Attach vsock (the agent's channel) to a foreground VM too.
+    #[arg(long)]
+    pub(crate) vsock: bool,
+    /// The command (argv) to run in the guest.
+    #[arg(last = true, required = true)]
+    pub(crate) command: Vec<String>,
+}
+
+fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut env = BTreeMap::new();
+    for p in pairs {
+        let Some((k, v)) = p.split_once('=') else {
+            bail!("--env {p:?}: expected KEY=VALUE");
+        };
+        if k.is_empty() {
+            bail!("--env {p:?}: empty key");
+        }
+        env.insert(k.to_string(), v.to_string());
+    }
+    Ok(env)
+}
+
+fn config(args: &RunArgs) -> Result<Config> {
+    Ok(Config {
+        cmd: Some(args.command.clone()),
+        workdir: Some(args.workdir.clone()),
+        env: Some(parse_env(&args.env)?),
+        network_enabled: Some(false),
+        ..Config::default()
+    })
+}
+
+/// The VM of `args`, its disks built in `work`.
+pub fn vm_config(args: &RunArgs, work: &Path) -> Result<VmConfig> {
+    for (what, p) in [("kernel", &args.kernel), ("initrd", &args.initrd)] {
+        check_input_file(what, p)?;
+    }
+    let root = match (&args.image, &args.rootfs) {
+        (Some(img), _) => img.clone(),
+        (None, Some(dir)) => {
+            let img = work.join("root.img");
+            disks::rootfs_image(dir, &img, RootFs::Ext4).context("build the root image")?;
+            img
+        }
+        (None, None) => bail!("give --rootfs DIR or --image IMG"),
+    };
+    let overlay = work.join("overlay.img");
+    disks::overlay_disk(&overlay, 256)?;
+    let config_img = work.join("config.img");
+    disks::config_disk(&config(args)?, &config_img)?;
+    let mut cfg = VmConfig::new(&args.kernel, work.join("serial.log"), work.join("run"));
+    cfg.initrd = Some(args.initrd.clone());
+    cfg.cmdline = format!("console=ttyS0 {}", args.append).trim().to_string();
+    cfg.memory_mib = args.memory;
+    cfg.vcpus = args.cpus;
+    cfg.machine = match args.machine {
+        MachineArg::Q35 => Machine::Q35,
+        MachineArg::Microvm => Machine::Microvm,
+    };
+    cfg.disks = vec![
+        Disk {
+            path: root,
+            read_only: true,
+        },
+        Disk {
+            path: overlay,
+            read_only: false,
+        },
+        Disk {
+            path: config_img,
+            read_only: true,
+        },
+    ];
+    Ok(cfg)
+}
+
+/// Starts a vhost-device-vsock backend for `cfg` (guest CID 3; each VM has
+/// a backend of its own) and attaches it.
+pub fn attach_vsock(cfg: &mut VmConfig) -> Result<VhostVsock> {
+    std::fs::create_dir_all(&cfg.runtime_dir)
+        .with_context(|| format!("create {}", cfg.runtime_dir.display()))?;
+    let v = VhostVsock::start(
+        3,
+        &cfg.runtime_dir.join("vhost.sock"),
+        &cfg.runtime_dir.join("vsock.sock"),
+    )?;
+    cfg.vsock = Some(Vsock {
+        cid: 3,
+        uds_path: v.uds_path.clone(),
+        vhost_user_socket: Some(v.socket.clone()),
+    });
+    Ok(v)
+}
+
+/// A kernel or initrd path must name a regular file (symlinks followed).
+fn check_input_file(what: &str, p: &Path) -> Result<()> {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(m) if m.is_dir() => bail!(
+            "--{what} {}: is a directory, not a {what} image",
+            p.display()
+        ),
+        Ok(_) => bail!("--{what} {}: not a regular file", p.display()),
+        Err(e) => Err(e).with_context(|| format!("--{what} {}", p.display())),
+    }
+}
+
+/// Copy what the serial log gained since `pos` to stdout.
+fn pump(serial: &Path, pos: &mut u64) {
+    let Ok(mut f) = std::fs::File::open(serial) else {
+        return;
+    };
+    if f.seek(SeekFrom::Start(*pos)).is_err() {
+        return;
+    }
+    let mut buf = Vec::new();
+    if f.read_to_end(&mut buf).is_ok() && !buf.is_empty() {
+        *pos += buf.len() as u64;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&buf).and_then(|()| out.flush());
+    }
+}
+
+fn interrupt_flag() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&flag)).context("install signal handlers")?;
+    }
+    Ok(flag)
+}
+
+/// The exit status for the code a guest reported: its own code when it is a
+/// real exit status (0-255); anything else is a malformed report and ends
+/// as host-sysmgr's own failure, never as success.
+fn exit_status(code: i32) -> Result<u8> {
+    u8::try_from(code)
+        .map_err(|_| anyhow::anyhow!("the guest reported exit code {code}, outside 0-255"))
+}
+
+/// Foreground or detached, as asked.
+pub fn run(args: &RunArgs) -> Result<u8> {
+    if args.detach {
+        return super::detach::detach(args);
+    }
+    foreground(args)
+}
+
+fn foreground(args: &RunArgs) -> Result<u8> {
+    let interrupted = interrupt_flag()?;
+    let work = tempfile::Builder::new()
+        .prefix("host-sysmgr-run-")
+        .tempdir()?;
+    let mut cfg = vm_config(args, work.path())?;
+    let _vhost = if args.vsock {
+        Some(attach_vsock(&mut cfg)?)
+    } else {
+        None
+    };
+    let mut vm = Vm::start(&cfg, &Qemu::detect())?;
+    let deadline = host_sysmgr::deadline::after(Duration::from_secs(args.timeout));
+    let mut pos = 0;
+    while vm.wait_timeout(Duration::from_millis(20))?.is_none() {
+        pump(&cfg.serial_log, &mut pos);
+        if interrupted.load(Ordering::SeqCst) {
+            vm.kill();
+            return Err(Interrupted.into());
+        }
+        if Instant::now() > deadline {
+            vm.kill();
+            bail!("the VM did not finish within {} s; killed it", args.timeout);
+        }
+    }
+    pump(&cfg.serial_log, &mut pos);
+    let log = match std::fs::read(&cfg.serial_log) {
+        Ok(log) => log,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).context("read the serial log"),
+    };
+    match scan_tail(&log).exit {
+        Some((code, message)) => {
+            eprintln!("host-sysmgr: app exited: code={code} ({message})");
+            exit_status(code)
+        }
+        None => bail!(
+            "the VM ended without a HYPEMAN-EXIT line{}",
+            vmm_stderr(&cfg.runtime_dir)
+        ),
+    }
+}
+
+/// The VMM's own stderr, as an indented block to append to an error.
+pub fn vmm_stderr(runtime_dir: &Path) -> String {
+    let path = runtime_dir.join("vmm.stderr");
+    let text = std::fs::read(&path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text[text.len().saturating_sub(8192)..]);
+    let text = text.trim();
+    if text.is_empty() {
+        return "; the VMM printed nothing on stderr".into();
+    }
+    let lines: Vec<String> = text.lines().map(|l| format!("  {l}")).collect();
+    format!("; the VMM's stderr:\n{}", lines.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_outside_0_255_are_never_success() {
+        for code in [0, 1, 7, 126, 127, 137, 255] {
+            assert_eq!(exit_status(code).ok(), u8::try_from(code).ok());
+        }
+        for code in [-1, -255, 256, 512, i32::MIN, i32::MAX] {
+            let e = exit_status(code).expect_err("out of range");
+            assert!(e.to_string().contains(&code.to_string()), "{e}");
+        }
+    }
+}
