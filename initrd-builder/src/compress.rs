@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 pub const LZ4_LEGACY_MAGIC: [u8; 4] = [0x02, 0x21, 0x4C, 0x18];
 /// Largest uncompressed size of one legacy lz4 chunk.
 pub const LZ4_LEGACY_CHUNK: usize = 8 << 20;
-/// Most bytes [`decompress`] will produce, a guard against decompression bombs.
+/// Most bytes [`decompress`] and [`crate::unpack::unpack`] produce (1 GiB), a
+/// guard against decompression bombs.
 pub const MAX_DECOMPRESSED: usize = 1 << 30;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -19,21 +20,31 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 #[derive(Debug, thiserror::Error)]
 pub enum CompressError {
     /// The codec failed.
-    #[error("{codec} {op} failed: {source}")]
+    #[error("{codec} {op} failed")]
     Codec {
         /// Codec name.
         codec: &'static str,
         /// `compression` or `decompression`.
         op: &'static str,
         /// Underlying error.
+        #[source]
         source: std::io::Error,
+    },
+    /// The input does not hold a complete, well-formed zstd frame.
+    #[error("zstd frame is truncated or corrupt ({reason})")]
+    ZstdFrame {
+        /// zstd's name of the problem.
+        reason: &'static str,
     },
     /// A legacy lz4 chunk is malformed.
     #[error("corrupt lz4 legacy stream at offset {0}")]
     Lz4Corrupt(usize),
-    /// The output would exceed [`MAX_DECOMPRESSED`].
-    #[error("decompressed image exceeds {} MiB", MAX_DECOMPRESSED >> 20)]
-    TooLarge,
+    /// The output would exceed its limit ([`MAX_DECOMPRESSED`] unless given).
+    #[error("decompressed data exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
     /// A level outside the codec's range.
     #[error("compression level {level} is out of range for {codec}")]
     Level {
@@ -182,62 +193,121 @@ pub fn lz4_legacy(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Decompresses an image, detecting its compression from the magic bytes.
+/// Decompresses the stream at the start of `data`, detecting its compression
+/// from the magic bytes (uncompressed data is returned as it is), producing at
+/// most [`MAX_DECOMPRESSED`] bytes. Only the first stream is read: what the
+/// kernel unpacks from a whole image is [`crate::unpack::unpack`]'s business.
 pub fn decompress(data: &[u8]) -> Result<(Compression, Vec<u8>), CompressError> {
     let c = Compression::detect(data);
-    let out = match c {
-        Compression::None => data.to_vec(),
-        Compression::Gzip => read_capped(flate2::read::MultiGzDecoder::new(data), c)?,
-        Compression::Zstd => {
-            let dec = zstd::Decoder::new(data).map_err(codec_err(c, "decompression"))?;
-            read_capped(dec, c)?
-        }
-        Compression::Lz4 => lz4_legacy_decompress(data)?,
-    };
+    let (out, _) = decompress_stream(data, c, MAX_DECOMPRESSED)?;
     Ok((c, out))
 }
 
-fn read_capped(r: impl Read, c: Compression) -> Result<Vec<u8>, CompressError> {
+/// Decompresses the one `c` stream at the start of `data` (one gzip member,
+/// one zstd frame, or a legacy lz4 stream up to the end of `data` or a zero
+/// chunk size) and returns its output and the number of input bytes it
+/// spans. Fails when the output would exceed `limit` bytes.
+pub fn decompress_stream(
+    data: &[u8],
+    c: Compression,
+    limit: usize,
+) -> Result<(Vec<u8>, usize), CompressError> {
+    match c {
+        Compression::None if data.len() > limit => Err(CompressError::TooLarge { limit }),
+        Compression::None => Ok((data.to_vec(), data.len())),
+        Compression::Gzip => gzip_stream(data, limit),
+        Compression::Zstd => zstd_stream(data, limit),
+        Compression::Lz4 => lz4_legacy_stream(data, limit),
+    }
+}
+
+fn gzip_stream(data: &[u8], limit: usize) -> Result<(Vec<u8>, usize), CompressError> {
+    let mut dec = flate2::bufread::GzDecoder::new(data);
+    let out = read_limited(&mut dec, Compression::Gzip, limit)?;
+    // The bufread decoder consumes exactly the member: header, deflate data and
+    // the 8-byte trailer.
+    let rest = dec.into_inner().len();
+    Ok((out, data.len() - rest))
+}
+
+/// Largest zstd window accepted, as the kernel's unzstd (128 MiB).
+const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+
+fn zstd_stream(data: &[u8], limit: usize) -> Result<(Vec<u8>, usize), CompressError> {
+    let len = zstd::zstd_safe::find_frame_compressed_size(data).map_err(|code| {
+        CompressError::ZstdFrame {
+            reason: zstd::zstd_safe::get_error_name(code),
+        }
+    })?;
+    let frame = data.get(..len).ok_or(CompressError::ZstdFrame {
+        reason: "frame size beyond the input",
+    })?;
+    let err = || codec_err(Compression::Zstd, "decompression");
+    let mut dec = zstd::stream::read::Decoder::with_buffer(frame)
+        .map_err(err())?
+        .single_frame();
+    dec.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(err())?;
+    let out = read_limited(&mut dec, Compression::Zstd, limit)?;
+    Ok((out, len))
+}
+
+fn read_limited(r: &mut impl Read, c: Compression, limit: usize) -> Result<Vec<u8>, CompressError> {
     let mut out = Vec::new();
-    r.take(MAX_DECOMPRESSED as u64 + 1)
+    r.take(limit as u64 + 1)
         .read_to_end(&mut out)
         .map_err(codec_err(c, "decompression"))?;
-    if out.len() > MAX_DECOMPRESSED {
-        return Err(CompressError::TooLarge);
+    if out.len() > limit {
+        return Err(CompressError::TooLarge { limit });
     }
     Ok(out)
 }
 
-/// Reads the legacy lz4 container written by [`lz4_legacy`] (or `lz4 -l`).
+/// Reads the legacy lz4 container written by [`lz4_legacy`] (or `lz4 -l`),
+/// producing at most [`MAX_DECOMPRESSED`] bytes.
 pub fn lz4_legacy_decompress(data: &[u8]) -> Result<Vec<u8>, CompressError> {
-    let mut pos = LZ4_LEGACY_MAGIC.len();
+    lz4_legacy_stream(data, MAX_DECOMPRESSED).map(|(out, _)| out)
+}
+
+/// Largest compressed chunk the kernel accepts: LZ4_compressBound(8 MiB).
+const LZ4_LEGACY_MAX_BLOCK: usize = LZ4_LEGACY_CHUNK + LZ4_LEGACY_CHUNK / 255 + 16;
+
+/// A legacy lz4 stream has no end marker: like the kernel's unlz4 it ends at
+/// the end of the input or at a zero chunk size (zero padding, left unread);
+/// a repeated magic starts a concatenated stream and is skipped.
+fn lz4_legacy_stream(data: &[u8], limit: usize) -> Result<(Vec<u8>, usize), CompressError> {
     if !data.starts_with(&LZ4_LEGACY_MAGIC) {
         return Err(CompressError::Lz4Corrupt(0));
     }
+    let mut pos = LZ4_LEGACY_MAGIC.len();
     let mut out = Vec::new();
-    while pos < data.len() {
-        let size_bytes = data
-            .get(pos..pos + 4)
+    while let Some(rest) = data.get(pos..).filter(|r| !r.is_empty()) {
+        if rest.iter().take(4).all(|&b| b == 0) {
+            break; // zero padding after the stream
+        }
+        let size = rest
+            .get(..4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
             .ok_or(CompressError::Lz4Corrupt(pos))?;
-        let mut size = [0u8; 4];
-        size.copy_from_slice(size_bytes);
         if size == LZ4_LEGACY_MAGIC {
-            pos += 4; // concatenated streams, as the kernel accepts
+            pos += 4;
             continue;
         }
         let size = u32::from_le_bytes(size) as usize;
-        let block = data
-            .get(pos + 4..pos + 4 + size)
+        let block = rest
+            .get(4..4 + size)
+            .filter(|_| size <= LZ4_LEGACY_MAX_BLOCK)
             .ok_or(CompressError::Lz4Corrupt(pos))?;
-        let chunk = lz4_flex::block::decompress(block, LZ4_LEGACY_CHUNK)
-            .map_err(|_| CompressError::Lz4Corrupt(pos))?;
-        out.extend_from_slice(&chunk);
-        if out.len() > MAX_DECOMPRESSED {
-            return Err(CompressError::TooLarge);
+        // One LZ4 byte expands to at most 255: no chunk needs a bigger buffer.
+        let cap = LZ4_LEGACY_CHUNK.min(block.len().saturating_mul(255) + 64);
+        let chunk =
+            lz4_flex::block::decompress(block, cap).map_err(|_| CompressError::Lz4Corrupt(pos))?;
+        if out.len() + chunk.len() > limit {
+            return Err(CompressError::TooLarge { limit });
         }
+        out.extend_from_slice(&chunk);
         pos += 4 + size;
     }
-    Ok(out)
+    Ok((out, pos))
 }
 
 #[cfg(test)]
@@ -296,6 +366,22 @@ mod tests {
         let mut z = lz4_legacy(&sample());
         z.truncate(z.len() - 10);
         assert!(decompress(&z).is_err());
+    }
+
+    #[test]
+    fn streams_end_where_they_end() {
+        let data = b"some archive bytes ".repeat(500);
+        let suffix = b"\x00\x00\x00\x00070701 and whatever follows";
+        for c in [Compression::Gzip, Compression::Zstd, Compression::Lz4] {
+            let z = compress(&data, c, Some(if c == Compression::Zstd { 3 } else { 6 })).unwrap();
+            let image = [&z[..], suffix].concat();
+            let (out, used) = decompress_stream(&image, c, MAX_DECOMPRESSED).unwrap();
+            assert_eq!(out, data, "{c}");
+            // lz4 legacy has no end marker: it ends at the zero padding.
+            assert_eq!(used, z.len(), "{c}");
+            let err = decompress_stream(&z, c, data.len() - 1).unwrap_err();
+            assert!(matches!(err, CompressError::TooLarge { .. }), "{c}: {err}");
+        }
     }
 
     #[test]

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 /// Errors of building or parsing a newc archive.
 #[derive(Debug, thiserror::Error)]
 pub enum CpioError {
-    /// A path that is empty, relative to nothing, or has `.`/`..`/empty components.
+    /// A path that is empty, relative to nothing, has `.`/`..`/empty components,
+    /// or is `/TRAILER!!!` (which would end the archive).
     #[error("invalid archive path {0:?}")]
     InvalidPath(String),
     /// Two entries with the same path.
@@ -21,6 +22,14 @@ pub enum CpioError {
     /// A field that does not fit the format's 32-bit fields.
     #[error("entry {0} is too large for the newc format")]
     TooLarge(String),
+    /// An entry name that is not UTF-8 (shown escaped).
+    #[error("entry name \"{name}\" at offset {offset} is not UTF-8")]
+    NonUtf8Name {
+        /// Byte offset of the record.
+        offset: usize,
+        /// The name, invalid bytes as `\xNN`.
+        name: String,
+    },
     /// The input is not a well-formed newc archive.
     #[error("malformed cpio archive at offset {offset}: {reason}")]
     Malformed {
@@ -141,6 +150,11 @@ pub fn path_components(path: &str) -> Result<Vec<&str>, CpioError> {
     let invalid = || CpioError::InvalidPath(path.to_string());
     let rest = path.strip_prefix('/').ok_or_else(invalid)?;
     if rest.is_empty() || path.contains('\0') {
+        return Err(invalid());
+    }
+    // An entry named like the trailer would end the archive for every reader,
+    // the kernel's included, hiding what follows it.
+    if rest == TRAILER {
         return Err(invalid());
     }
     let parts: Vec<&str> = rest.split('/').collect();
@@ -324,14 +338,45 @@ impl RawEntry {
     }
 }
 
-/// Parses a whole newc archive up to its trailer.
+/// Name of the record that ends an archive.
+pub const TRAILER: &str = "TRAILER!!!";
+
+/// Parses newc archives laid back to back in `bytes` (each up to its trailer,
+/// NUL padding between them, as the kernel reads an uncompressed region) and
+/// returns the entries of all of them. Anything else is an error.
 pub fn read(bytes: &[u8]) -> Result<Vec<RawEntry>, CpioError> {
     let mut pos = 0;
     let mut entries = Vec::new();
+    while pos < bytes.len() {
+        if bytes[pos] == 0 {
+            pos += 1;
+            continue;
+        }
+        if !pos.is_multiple_of(4) {
+            return Err(malformed(
+                pos,
+                "archive does not start on a 4-byte boundary",
+            ));
+        }
+        let (found, end) = read_archive(bytes, pos)?;
+        entries.extend(found);
+        pos = end;
+    }
+    if entries.is_empty() && !bytes.iter().any(|&b| b != 0) {
+        return Err(malformed(0, "no archive"));
+    }
+    Ok(entries)
+}
+
+/// Parses the one newc archive at `start` (a multiple of 4) up to and including
+/// its trailer; returns its entries and the offset just past the trailer.
+pub fn read_archive(bytes: &[u8], start: usize) -> Result<(Vec<RawEntry>, usize), CpioError> {
+    let mut pos = start;
+    let mut entries = Vec::new();
     loop {
         let (entry, next) = read_record(bytes, pos)?;
-        if entry.name == "TRAILER!!!" {
-            return Ok(entries);
+        if entry.name == TRAILER {
+            return Ok((entries, next));
         }
         entries.push(entry);
         pos = next;
@@ -346,8 +391,9 @@ fn malformed(offset: usize, reason: &str) -> CpioError {
 }
 
 fn parse_fields(bytes: &[u8], pos: usize) -> Result<[u32; 13], CpioError> {
-    let head = bytes
-        .get(pos..pos + 110)
+    let head = pos
+        .checked_add(110)
+        .and_then(|end| bytes.get(pos..end))
         .ok_or_else(|| malformed(pos, "truncated header"))?;
     if &head[..6] != b"070701" && &head[..6] != b"070702" {
         return Err(malformed(pos, "bad magic"));
@@ -356,6 +402,9 @@ fn parse_fields(bytes: &[u8], pos: usize) -> Result<[u32; 13], CpioError> {
     for (i, f) in fields.iter_mut().enumerate() {
         let hex = std::str::from_utf8(&head[6 + i * 8..14 + i * 8])
             .map_err(|_| malformed(pos, "non-ascii header field"))?;
+        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(malformed(pos, "bad header field"));
+        }
         *f = u32::from_str_radix(hex, 16).map_err(|_| malformed(pos, "bad header field"))?;
     }
     Ok(fields)
@@ -365,24 +414,25 @@ fn align4(n: usize) -> usize {
     n.div_ceil(4) * 4
 }
 
+fn slice(bytes: &[u8], start: usize, len: usize) -> Option<&[u8]> {
+    bytes.get(start..start.checked_add(len)?)
+}
+
 fn read_record(bytes: &[u8], pos: usize) -> Result<(RawEntry, usize), CpioError> {
     let f = parse_fields(bytes, pos)?;
-    let namesize = f[11] as usize;
-    let name_end = pos + 110 + namesize;
-    let name = bytes
-        .get(pos + 110..name_end)
-        .ok_or_else(|| malformed(pos, "truncated name"))?;
+    let name_start = pos + 110;
+    let name =
+        slice(bytes, name_start, f[11] as usize).ok_or_else(|| malformed(pos, "truncated name"))?;
     let name = match name.split_last() {
-        Some((0, n)) => {
-            String::from_utf8(n.to_vec()).map_err(|_| malformed(pos, "non-utf8 name"))?
-        }
+        Some((0, n)) => String::from_utf8(n.to_vec()).map_err(|_| CpioError::NonUtf8Name {
+            offset: pos,
+            name: escape_bytes(n),
+        })?,
         _ => return Err(malformed(pos, "name not NUL-terminated")),
     };
-    let data_start = align4(name_end);
-    let data_end = data_start + f[6] as usize;
-    let data = bytes
-        .get(data_start..data_end)
-        .ok_or_else(|| malformed(pos, "truncated data"))?;
+    let data_start = align4(name_start + f[11] as usize);
+    let data =
+        slice(bytes, data_start, f[6] as usize).ok_or_else(|| malformed(pos, "truncated data"))?;
     let entry = RawEntry {
         name,
         ino: f[0],
@@ -394,7 +444,80 @@ fn read_record(bytes: &[u8], pos: usize) -> Result<(RawEntry, usize), CpioError>
         rdev: (f[9], f[10]),
         data: data.to_vec(),
     };
-    Ok((entry, align4(data_end)))
+    // The padding after the last record may be missing at the end of the
+    // input: the next record (if any) starts at most at the end.
+    Ok((entry, align4(data_start + data.len()).min(bytes.len())))
+}
+
+/// Why an entry name read from an archive is unsafe to trust: the kernel
+/// unpacks it relative to `/` anyway, but it is not the path it seems to be
+/// and no builder writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NameIssue {
+    /// The name starts with `/`.
+    Absolute,
+    /// A `..` component.
+    DotDot,
+}
+
+impl NameIssue {
+    /// A short description.
+    pub fn describe(self) -> &'static str {
+        match self {
+            NameIssue::Absolute => "absolute name",
+            NameIssue::DotDot => "'..' component",
+        }
+    }
+}
+
+/// Flags an entry name (as stored, without a leading `/` normally) that is
+/// absolute or has a `..` component.
+pub fn name_issue(name: &str) -> Option<NameIssue> {
+    if name.starts_with('/') {
+        Some(NameIssue::Absolute)
+    } else if name.split('/').any(|c| c == "..") {
+        Some(NameIssue::DotDot)
+    } else {
+        None
+    }
+}
+
+/// `s` with every control and non-printable character escaped (`\n`, `\t`,
+/// `\r`, `\x1b`, `\u{202e}`) and `\` doubled, so that text read from an
+/// archive can be printed on a terminal without forging lines or escape codes.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        escape_char(c, &mut out);
+    }
+    out
+}
+
+/// Like [`escape`] for bytes: invalid UTF-8 bytes become `\xNN`.
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        chunk.valid().chars().for_each(|c| escape_char(c, &mut out));
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+fn escape_char(c: char, out: &mut String) {
+    match c {
+        '\\' => out.push_str("\\\\"),
+        '\n' => out.push_str("\\n"),
+        '\t' => out.push_str("\\t"),
+        '\r' => out.push_str("\\r"),
+        ' ' | '"' | '\'' => out.push(c),
+        c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+        // Printable characters are their own debug escape; the others (C1
+        // controls, bidi overrides, unassigned, ...) become `\u{...}`.
+        c => out.extend(c.escape_debug()),
+    }
 }
 
 #[cfg(test)]
@@ -463,7 +586,16 @@ mod tests {
     #[test]
     fn rejects_bad_paths_and_conflicts() {
         let mut a = Archive::new();
-        for p in ["", "x", "/", "/a//b", "/a/../b", "/a/./b", "/a/"] {
+        for p in [
+            "",
+            "x",
+            "/",
+            "/a//b",
+            "/a/../b",
+            "/a/./b",
+            "/a/",
+            "/TRAILER!!!",
+        ] {
             assert!(a.add(Entry::dir(p, 0o755)).is_err(), "{p}");
         }
         a.add(Entry::file("/f", 0o644, vec![])).unwrap();
@@ -485,5 +617,69 @@ mod tests {
         for cut in [1, 50, 111, 113, bytes.len() - 1] {
             assert!(read(&bytes[..cut]).is_err(), "cut {cut}");
         }
+    }
+
+    /// A newc record with any name (the writer refuses such names).
+    fn record(name: &[u8], mode: u32, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let h = Header {
+            ino: 1,
+            mode,
+            nlink: 1,
+            mtime: 0,
+            filesize: data.len() as u32,
+            rdev: (0, 0),
+            namesize: name.len() as u32 + 1,
+        };
+        write_header(&mut out, &h, name);
+        out.extend_from_slice(data);
+        pad4(&mut out);
+        out
+    }
+
+    #[test]
+    fn archives_back_to_back_are_all_read() {
+        let mut a = Archive::new();
+        a.add(Entry::file("/x", 0o644, b"abc".to_vec())).unwrap();
+        let one = a.write(0).unwrap();
+        let (entries, end) = read_archive(&one, 0).unwrap();
+        assert_eq!((entries.len(), end), (1, one.len()));
+        let two = [one.clone(), vec![0; 12], one.clone()].concat();
+        assert_eq!(read(&two).unwrap().len(), 2);
+        assert!(read(&[one.clone(), b"junk".to_vec()].concat()).is_err());
+        assert!(read(&[one, vec![0], b"070701".to_vec()].concat()).is_err());
+    }
+
+    #[test]
+    fn unpadded_end_is_the_end() {
+        // A trailer with one byte of data and no padding after it.
+        let bytes = record(b"TRAILER!!!", 0, b"x");
+        let cut = &bytes[..bytes.len() - 3];
+        assert_eq!(read_archive(cut, 0).unwrap(), (vec![], cut.len()));
+    }
+
+    #[test]
+    fn odd_names_are_escaped_and_flagged() {
+        assert_eq!(
+            escape("a\nb\x1b[31m\\c\t\u{202e}é"),
+            "a\\nb\\x1b[31m\\\\c\\t\\u{202e}é"
+        );
+        assert_eq!(escape_bytes(b"ok\xff\x7f"), "ok\\xff\\x7f");
+        assert_eq!(name_issue("etc/x"), None);
+        assert_eq!(name_issue("./etc/x"), None);
+        assert_eq!(name_issue("../etc/x"), Some(NameIssue::DotDot));
+        assert_eq!(name_issue("a/../../x"), Some(NameIssue::DotDot));
+        assert_eq!(name_issue("/etc/x"), Some(NameIssue::Absolute));
+        let bytes = [
+            record(b"bad\xffname", 0o100644, b""),
+            record(b"TRAILER!!!", 0, b""),
+        ]
+        .concat();
+        let err = read(&bytes).unwrap_err();
+        assert!(
+            matches!(err, CpioError::NonUtf8Name { offset: 0, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("bad\\xffname"), "{err}");
     }
 }

@@ -6,6 +6,8 @@
 
 use goblin::elf::Elf;
 
+use crate::Cause;
+
 /// `e_machine` of x86-64.
 pub const EM_X86_64: u16 = goblin::elf::header::EM_X86_64;
 /// `e_machine` of AArch64.
@@ -18,8 +20,8 @@ pub enum ElfError {
     #[error("not an ELF file")]
     NotElf,
     /// The ELF headers could not be parsed.
-    #[error("malformed ELF: {0}")]
-    Malformed(String),
+    #[error("malformed ELF")]
+    Malformed(#[source] Cause),
 }
 
 /// What [`inspect`] found in an ELF file.
@@ -45,7 +47,7 @@ pub fn inspect(bytes: &[u8]) -> Result<ElfInfo, ElfError> {
     if !is_elf(bytes) {
         return Err(ElfError::NotElf);
     }
-    let elf = Elf::parse(bytes).map_err(|e| ElfError::Malformed(e.to_string()))?;
+    let elf = Elf::parse(bytes).map_err(|e| ElfError::Malformed(Cause::of(&e)))?;
     let interpreter = elf.interpreter.map(str::to_string);
     let needed: Vec<String> = elf.libraries.iter().map(|s| s.to_string()).collect();
     Ok(ElfInfo {
@@ -61,7 +63,7 @@ pub fn machine(bytes: &[u8]) -> Result<u16, ElfError> {
     if !is_elf(bytes) {
         return Err(ElfError::NotElf);
     }
-    let header = Elf::parse_header(bytes).map_err(|e| ElfError::Malformed(e.to_string()))?;
+    let header = Elf::parse_header(bytes).map_err(|e| ElfError::Malformed(Cause::of(&e)))?;
     Ok(header.e_machine)
 }
 

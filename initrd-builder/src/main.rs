@@ -6,9 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use initrd_builder::{
-    compress, cpio, sign, verify, ArtifactPaths, BuildOptions, Compression, Spec,
-};
+use initrd_builder::{cpio, sign, unpack, verify, ArtifactPaths, BuildOptions, Compression, Spec};
 
 /// Reproducible, verified, tiny initramfs images for the guest init.
 ///
@@ -42,12 +40,19 @@ enum Command {
     ///
     /// Exits 0 when trusted; 1 with the reason otherwise.
     Verify(VerifyArgs),
-    /// List the entries of an image (any compression): mode, size, path, link target.
+    /// List the entries of an image: mode, size, path, link target.
+    ///
+    /// Reads every archive the kernel would unpack (concatenated archives and
+    /// compressed streams of any supported compression; their offsets are
+    /// listed on stderr when there is more than one). Names are escaped;
+    /// absolute names and `..` components are flagged. The image must be a
+    /// regular file of at most 1 GiB, decompressing to at most 1 GiB.
     Ls(LsArgs),
-    /// Create an ed25519 key pair: PREFIX.key (secret seed, hex, mode 0600) and
-    /// PREFIX.pub (public key, hex). Never overwrites.
+    /// Create an ed25519 key pair: PREFIX.key (secret key, PKCS#8 PEM as
+    /// `openssl pkey` reads it, mode 0600) and PREFIX.pub (public key, hex).
+    /// Never overwrites.
     Keygen {
-        /// Path prefix of the two files, e.g. `keys/release`.
+        /// Path prefix of the two files, e.g. `keys/release` (not a folder).
         prefix: PathBuf,
     },
 }
@@ -60,7 +65,8 @@ struct BuildArgs {
     /// Output directory (created if missing).
     #[arg(long, short, default_value = ".")]
     out: PathBuf,
-    /// Secret key file to sign the manifest with (from `keygen`).
+    /// Secret key file to sign the manifest with (PREFIX.key from `keygen`,
+    /// PKCS#8 PEM).
     #[arg(long, required_unless_present = "unsigned")]
     key: Option<PathBuf>,
     /// Write no signature (the image then cannot pass `verify`).
@@ -95,7 +101,7 @@ struct VerifyArgs {
     /// The image; its manifest and signature are found beside it
     /// (X.img → X.manifest.json, X.sig) unless given.
     image: PathBuf,
-    /// Public key file (hex, from `keygen`).
+    /// Public key file (PREFIX.pub from `keygen`: hex, or an SPKI PEM).
     #[arg(long, required_unless_present = "pubkey_hex")]
     pubkey: Option<PathBuf>,
     /// Public key as 64 hex characters.
@@ -116,7 +122,8 @@ struct VerifyArgs {
 struct LsArgs {
     /// The image (none, gzip, zstd or lz4-legacy compressed cpio).
     image: PathBuf,
-    /// Print JSON records (path, type, mode, size, sha256, target, rdev).
+    /// Print JSON records (path, type, mode, size, sha256, target, rdev,
+    /// archive, unsafe_name).
     #[arg(long)]
     json: bool,
 }
@@ -222,6 +229,8 @@ fn print_summary(m: &initrd_builder::Manifest, paths: &ArtifactPaths) {
 }
 
 fn cmd_verify(args: VerifyArgs) -> Result<()> {
+    // The image first: `verify missing.img` names the image, not its signature.
+    unpack::open_image_file(&args.image)?;
     let key = match (&args.pubkey, &args.pubkey_hex) {
         (Some(p), _) => sign::read_public_key(p)?,
         (None, Some(h)) => sign::decode_public_key(h)?,
@@ -253,20 +262,61 @@ fn cmd_verify(args: VerifyArgs) -> Result<()> {
 }
 
 fn cmd_ls(args: LsArgs) -> Result<()> {
-    let bytes = std::fs::read(&args.image).with_context(|| args.image.display().to_string())?;
-    let (_, archive) = compress::decompress(&bytes)?;
-    let entries = cpio::read(&archive)?;
-    for e in &entries {
+    let bytes = unpack::read_image_file(&args.image)?;
+    let unpacked = unpack::unpack(&bytes)?;
+    let many = unpacked.archives.len() > 1;
+    if many {
+        describe_archives(&unpacked);
+    }
+    for (a, e) in unpacked.entries() {
+        let issue = cpio::name_issue(&e.name);
+        if let Some(issue) = issue {
+            eprintln!(
+                "initrd-builder: warning: entry /{} (archive {}) has an unsafe name: {}",
+                cpio::escape(&e.name),
+                a + 1,
+                issue.describe()
+            );
+        }
         if args.json {
-            println!("{}", serde_json::to_string(&verify::record_of(e))?);
+            let record = LsRecord {
+                entry: verify::record_of(e),
+                archive: a + 1,
+                unsafe_name: issue,
+            };
+            println!("{}", serde_json::to_string(&record)?);
         } else {
-            println!("{}", ls_line(e));
+            println!("{}", ls_line(e, many.then_some(a + 1)));
         }
     }
     Ok(())
 }
 
-fn ls_line(e: &cpio::RawEntry) -> String {
+/// One `ls --json` line: the manifest record of the entry, the (1-based)
+/// archive it comes from, and why its name is unsafe, if it is.
+#[derive(serde::Serialize)]
+struct LsRecord {
+    #[serde(flatten)]
+    entry: initrd_builder::manifest::ManifestEntry,
+    archive: usize,
+    unsafe_name: Option<cpio::NameIssue>,
+}
+
+fn describe_archives(unpacked: &unpack::Unpacked) {
+    eprintln!(
+        "initrd-builder: the image holds {} archives; the kernel unpacks all of them, in this order:",
+        unpacked.archives.len()
+    );
+    for (i, a) in unpacked.archives.iter().enumerate() {
+        let n = a.entries.len();
+        let plural = if n == 1 { "entry" } else { "entries" };
+        eprintln!("  archive {}: {}, {n} {plural}", i + 1, a.describe());
+    }
+}
+
+/// `ls`'s text line; names and link targets are escaped (`\n`, `\x1b`, …) so
+/// that an archive cannot forge lines or drive the terminal.
+fn ls_line(e: &cpio::RawEntry, archive: Option<usize>) -> String {
     let size = match e.kind_name() {
         "chardev" | "blockdev" => format!("{}, {}", e.rdev.0, e.rdev.1),
         _ => e.data.len().to_string(),
@@ -276,11 +326,17 @@ fn ls_line(e: &cpio::RawEntry) -> String {
         perm_string(e),
         e.mode & 0o7777,
         size,
-        e.name
+        cpio::escape(&e.name)
     );
     if e.kind_name() == "symlink" {
         line.push_str(" -> ");
-        line.push_str(&String::from_utf8_lossy(&e.data));
+        line.push_str(&cpio::escape_bytes(&e.data));
+    }
+    if let Some(issue) = cpio::name_issue(&e.name) {
+        line.push_str(&format!("  [unsafe name: {}]", issue.describe()));
+    }
+    if let Some(a) = archive {
+        line.push_str(&format!("  [archive {a}]"));
     }
     line
 }
@@ -304,6 +360,7 @@ fn perm_string(e: &cpio::RawEntry) -> String {
 }
 
 fn cmd_keygen(prefix: &Path) -> Result<()> {
+    sign::check_prefix(prefix)?;
     if let Some(dir) = prefix.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
     }

@@ -8,19 +8,28 @@
 //! that provides it; when none is carried yet, every provider not excluded is added.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
 /// Errors of reading and resolving a module tree.
 #[derive(Debug, thiserror::Error)]
 pub enum ModuleError {
-    /// An index file could not be read.
-    #[error("cannot read {path}: {source}")]
+    /// An index or module file could not be read.
+    #[error("cannot read {path}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
+        #[source]
         source: std::io::Error,
+    },
+    /// An index or (decompressed) module file above its size limit.
+    #[error("{path} is larger than {limit} bytes (decompressed)")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit.
+        limit: u64,
     },
     /// An index file has a line that does not parse.
     #[error("{file} line {line}: {reason}")]
@@ -39,12 +48,13 @@ pub enum ModuleError {
     #[error("every module providing {0:?} is excluded")]
     AllExcluded(String),
     /// A module file could not be decompressed.
-    #[error("cannot decompress {path}: {reason}")]
+    #[error("cannot decompress {path}")]
     Decompress {
         /// The module file.
         path: PathBuf,
         /// What failed.
-        reason: String,
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -101,10 +111,34 @@ pub fn normalize(name: &str) -> String {
     name.replace('-', "_")
 }
 
-/// The module name of a `modules.dep` path (`kernel/fs/ext4/ext4.ko.xz` → `ext4`).
+/// Largest index file (`modules.dep`, …) read; Debian's `modules.alias` is
+/// ~1.5 MiB.
+pub const MAX_INDEX_BYTES: u64 = 64 << 20;
+/// Largest module read or decompressed (the biggest Debian modules are
+/// ~20 MiB uncompressed): a guard against decompression bombs.
+pub const MAX_MODULE_BYTES: u64 = 256 << 20;
+
+/// The module name of a `modules.dep` path (`kernel/fs/ext4/ext4.ko.xz` → `ext4`):
+/// the file name without its compression suffix and `.ko`, `-` turned to `_`.
 pub fn module_name(path: &str) -> String {
-    let base = path.rsplit('/').next().unwrap_or(path);
-    normalize(base.split(".ko").next().unwrap_or(base))
+    let base = uncompressed_path(path.rsplit('/').next().unwrap_or(path));
+    normalize(base.strip_suffix(".ko").unwrap_or(&base))
+}
+
+/// Why a `modules.dep` path is refused: it must be relative, without `..`
+/// or whitespace, and name `NAME.ko` (optionally `.xz`, `.zst`, `.gz`) with a
+/// non-empty `NAME`, so that its trimmed (`.ko`) form parses to the same name.
+fn module_path_problem(path: &str) -> Option<&'static str> {
+    let base = uncompressed_path(path.rsplit('/').next().unwrap_or(path));
+    if path.starts_with('/') || path.split('/').any(|c| c == "..") || path.is_empty() {
+        Some("module path must be relative")
+    } else if path.chars().any(char::is_whitespace) {
+        Some("module path has whitespace")
+    } else if base.strip_suffix(".ko").is_none_or(str::is_empty) {
+        Some("not a module file name (NAME.ko, .ko.xz, .ko.zst or .ko.gz)")
+    } else {
+        None
+    }
 }
 
 /// The path a module is carried at: compression suffixes removed.
@@ -152,12 +186,14 @@ impl ModuleIndex {
     pub fn load(dir: &Path) -> Result<Self, ModuleError> {
         let read = |name: &str, required: bool| -> Result<String, ModuleError> {
             let path = dir.join(name);
-            match std::fs::read_to_string(&path) {
-                Ok(s) => Ok(s),
-                Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+            match read_limited(&path, MAX_INDEX_BYTES) {
+                Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+                Err(ModuleError::Io { source, .. })
+                    if !required && source.kind() == std::io::ErrorKind::NotFound =>
+                {
                     Ok(String::new())
                 }
-                Err(source) => Err(ModuleError::Io { path, source }),
+                Err(e) => Err(e),
             }
         };
         Self::parse(
@@ -177,16 +213,21 @@ impl ModuleIndex {
                 .split_once(':')
                 .ok_or_else(|| parse_err("modules.dep", n, "missing ':'"))?;
             let path = path.trim();
-            if path.starts_with('/') || path.split('/').any(|c| c == "..") || path.is_empty() {
-                return Err(parse_err("modules.dep", n, "module path must be relative"));
+            let deps: Vec<&str> = deps.split_whitespace().collect();
+            for p in std::iter::once(&path).chain(&deps) {
+                if let Some(reason) = module_path_problem(p) {
+                    return Err(parse_err("modules.dep", n, reason));
+                }
             }
             let name = module_name(path);
-            let deps = deps.split_whitespace().map(module_name).collect();
-            self.order.push(name.clone());
+            if self.modules.contains_key(&name) {
+                return Err(parse_err("modules.dep", n, "module listed twice"));
+            }
             let info = ModuleInfo {
                 path: path.to_string(),
-                deps,
+                deps: deps.into_iter().map(module_name).collect(),
             };
+            self.order.push(name.clone());
             self.modules.insert(name, info);
         }
         Ok(())
@@ -496,31 +537,87 @@ fn match_class(pat: &[u8], p: usize, c: u8) -> Option<usize> {
     (c == b'[').then_some(p + 1)
 }
 
-/// Reads a module file and decompresses `.ko.xz`, `.ko.zst` and `.ko.gz`.
+/// Reads a module file and decompresses `.ko.xz`, `.ko.zst` and `.ko.gz`, to
+/// at most [`MAX_MODULE_BYTES`].
 pub fn read_module(path: &Path) -> Result<Vec<u8>, ModuleError> {
-    let raw = std::fs::read(path).map_err(|source| ModuleError::Io {
+    read_module_limited(path, MAX_MODULE_BYTES)
+}
+
+fn read_module_limited(path: &Path, limit: u64) -> Result<Vec<u8>, ModuleError> {
+    let raw = read_limited(path, MAX_MODULE_BYTES.max(limit))?;
+    let name = path.to_string_lossy();
+    let fail = |source| ModuleError::Decompress {
         path: path.to_path_buf(),
         source,
-    })?;
-    let name = path.to_string_lossy();
-    let fail = |reason: String| ModuleError::Decompress {
-        path: path.to_path_buf(),
-        reason,
     };
+    let mut out = Vec::new();
     if name.ends_with(".xz") {
-        let mut out = Vec::new();
-        lzma_rs::xz_decompress(&mut raw.as_slice(), &mut out).map_err(|e| fail(e.to_string()))?;
-        Ok(out)
+        let mut sink = LimitedWriter { out, limit };
+        let res = lzma_rs::xz_decompress(&mut raw.as_slice(), &mut sink);
+        if sink.out.len() as u64 > limit {
+            return Err(too_large(path, limit));
+        }
+        // lzma-rs's errors print their cause and return it as source: keep the
+        // message only, so it is said once.
+        res.map_err(|e| fail(std::io::Error::new(ErrorKind::InvalidData, e.to_string())))?;
+        out = sink.out;
     } else if name.ends_with(".zst") {
-        zstd::decode_all(raw.as_slice()).map_err(|e| fail(e.to_string()))
+        let dec = zstd::stream::read::Decoder::new(raw.as_slice()).map_err(fail)?;
+        dec.take(limit + 1).read_to_end(&mut out).map_err(fail)?;
     } else if name.ends_with(".gz") {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| fail(e.to_string()))?;
-        Ok(out)
+        let dec = flate2::read::GzDecoder::new(raw.as_slice());
+        dec.take(limit + 1).read_to_end(&mut out).map_err(fail)?;
     } else {
-        Ok(raw)
+        out = raw;
+    }
+    if out.len() as u64 > limit {
+        return Err(too_large(path, limit));
+    }
+    Ok(out)
+}
+
+fn too_large(path: &Path, limit: u64) -> ModuleError {
+    ModuleError::TooLarge {
+        path: path.to_path_buf(),
+        limit,
+    }
+}
+
+/// Reads at most `limit` bytes of a file; more is an error.
+fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, ModuleError> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
+        .map_err(|source| ModuleError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(path, limit));
+    }
+    Ok(bytes)
+}
+
+/// A `Write` that takes one byte past `limit` and then fails, so that a
+/// decoder writing into it stops early (the caller sees the extra byte).
+struct LimitedWriter {
+    out: Vec<u8>,
+    limit: u64,
+}
+
+impl std::io::Write for LimitedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = (self.limit + 1).saturating_sub(self.out.len() as u64);
+        if room == 0 {
+            return Err(std::io::Error::other("decompressed size limit reached"));
+        }
+        let n = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        self.out.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -664,6 +761,72 @@ kernel/drivers/virtio/virtio_ring.ko:
         assert!(ModuleIndex::parse("/abs/x.ko:\n", "", "", "").is_err());
         assert!(ModuleIndex::parse("", "options x y\n", "", "").is_err());
         assert!(ModuleIndex::parse("", "", "alias onlyone\n", "").is_err());
+    }
+
+    #[test]
+    fn names_that_trim_to_nothing_are_refused_at_parse_time() {
+        // `.xz` once became the empty path `` in the trimmed modules.dep, which
+        // the parser then refused: such lines never get past the parser now.
+        for (dep, line) in [
+            (".xz:\n", 1),
+            ("a.ko:\n.ko.zst:\n", 2),
+            ("a/.ko:\n", 1),
+            ("kernel/x.gz:\n", 1),
+            ("a.ko: .xz\n", 1),
+            ("a.ko: b.ko:\n", 1),
+            ("a b.ko:\n", 1),
+            ("a-b.ko:\nx/a_b.ko.xz:\n", 2),
+        ] {
+            match ModuleIndex::parse(dep, "", "", "") {
+                Err(ModuleError::Parse { line: l, .. }) => assert_eq!(l, line, "{dep:?}"),
+                other => panic!("{dep:?}: {other:?}"),
+            }
+        }
+        // What does parse trims to a modules.dep that parses to the same.
+        let i = ModuleIndex::parse("k/a.ko.xz: k/b.ko.zst\nk/b.ko.zst:\n", "", "", "").unwrap();
+        let r = i.resolve(&s(&["a"]), &[]).unwrap();
+        let t = i.trimmed(&r);
+        assert_eq!(t.dep, "k/a.ko: k/b.ko\nk/b.ko:\n");
+        let again = ModuleIndex::parse(&t.dep, &t.softdep, &t.alias, "").unwrap();
+        assert_eq!(again.resolve(&r.modules, &[]).unwrap(), r);
+        assert_eq!(again.trimmed(&r), t);
+    }
+
+    #[test]
+    fn decompression_is_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let zeros = vec![0u8; 4 << 20];
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut gz, &zeros).unwrap();
+        let mut xz = Vec::new();
+        lzma_rs::xz_compress(&mut zeros.as_slice(), &mut xz).unwrap();
+        let bombs = [
+            (
+                "bomb.ko.zst",
+                zstd::encode_all(zeros.as_slice(), 19).unwrap(),
+            ),
+            ("bomb.ko.gz", gz.finish().unwrap()),
+            ("bomb.ko.xz", xz),
+        ];
+        for (name, packed) in bombs {
+            // lzma-rs only stores: its "bomb" is as big as its output.
+            assert!(name.ends_with(".xz") || packed.len() < 64 << 10, "{name}");
+            let path = dir.path().join(name);
+            std::fs::write(&path, packed).unwrap();
+            assert_eq!(read_module_limited(&path, 4 << 20).unwrap().len(), 4 << 20);
+            let err = read_module_limited(&path, 1 << 20).unwrap_err();
+            assert!(
+                matches!(err, ModuleError::TooLarge { limit, .. } if limit == 1 << 20),
+                "{err}"
+            );
+        }
+        let plain = dir.path().join("big.ko");
+        std::fs::write(&plain, vec![1u8; 2 << 20]).unwrap();
+        assert!(matches!(
+            read_module_limited(&plain, 1 << 20),
+            Err(ModuleError::TooLarge { .. })
+        ));
+        assert_eq!(MAX_MODULE_BYTES, 256 << 20);
     }
 
     #[test]

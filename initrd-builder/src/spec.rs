@@ -291,7 +291,14 @@ impl Mode {
 impl Spec {
     /// Parses TOML text; relative paths will start at `base_dir`.
     pub fn parse(text: &str, base_dir: &Path) -> Result<Spec, InitrdError> {
-        let mut spec: Spec = toml::from_str(text).map_err(|e| InitrdError::Spec(e.to_string()))?;
+        Self::parse_from(text, base_dir, "spec text")
+    }
+
+    fn parse_from(text: &str, base_dir: &Path, origin: &str) -> Result<Spec, InitrdError> {
+        let mut spec: Spec = toml::from_str(text).map_err(|e| InitrdError::SpecSyntax {
+            origin: origin.to_string(),
+            source: Box::new(e),
+        })?;
         spec.base_dir = base_dir.to_path_buf();
         Ok(spec)
     }
@@ -305,10 +312,7 @@ impl Spec {
         } else {
             base
         };
-        Spec::parse(&text, base).map_err(|e| match e {
-            InitrdError::Spec(m) => InitrdError::Spec(format!("{}: {m}", path.display())),
-            other => other,
-        })
+        Spec::parse_from(&text, base, &path.display().to_string())
     }
 }
 

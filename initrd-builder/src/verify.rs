@@ -7,24 +7,30 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::compress;
 use crate::cpio;
 use crate::manifest::{Manifest, ManifestEntry, MANIFEST_FORMAT};
 use crate::sign::{self, VerifyingKey};
+use crate::unpack::{self, UnpackError, Unpacked};
 use crate::InitrdError;
 
 /// Why an image is not trusted.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     /// The signature file is not 64 bytes of hex.
-    #[error("signature file is malformed: {0}")]
-    SignatureEncoding(sign::KeyError),
+    #[error("signature file is malformed")]
+    SignatureEncoding(#[source] sign::KeyError),
     /// The signature does not verify.
     #[error("signature does not match the manifest: wrong key, or the manifest or signature was altered")]
     SignatureMismatch,
     /// The (signed) manifest does not parse.
-    #[error("manifest is not valid: {0}")]
-    Manifest(String),
+    #[error("manifest is not valid")]
+    Manifest(#[source] serde_json::Error),
+    /// The (signed) manifest has a layout this build does not read.
+    #[error("manifest format {found} is not supported (this build reads {MANIFEST_FORMAT})")]
+    ManifestFormat {
+        /// Its `format`.
+        found: u32,
+    },
     /// The image's size is not the one signed.
     #[error("image is {actual} bytes, the manifest says {expected}: image altered or truncated")]
     ImageSize {
@@ -41,10 +47,16 @@ pub enum VerifyError {
         /// Of the file.
         actual: String,
     },
+    /// The image does not unpack as the kernel would unpack it.
+    #[error("image does not unpack")]
+    Unpack(#[source] UnpackError),
     /// The archive's contents differ from the manifest.
     #[error("archive contents differ from the manifest: {0}")]
     Contents(String),
 }
+
+/// Largest manifest file read (a manifest of 10,000 entries is ~2 MiB).
+pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 
 /// The three files of one build.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,14 +105,11 @@ pub fn verify_manifest(
     if !sign::verify(key, manifest_bytes, &sig) {
         return Err(VerifyError::SignatureMismatch);
     }
-    let manifest =
-        Manifest::from_bytes(manifest_bytes).map_err(|e| VerifyError::Manifest(e.to_string()))?;
+    let manifest = Manifest::from_bytes(manifest_bytes).map_err(VerifyError::Manifest)?;
     if manifest.format != MANIFEST_FORMAT {
-        let msg = format!(
-            "unsupported format {} (this build reads {MANIFEST_FORMAT})",
-            manifest.format
-        );
-        return Err(VerifyError::Manifest(msg));
+        return Err(VerifyError::ManifestFormat {
+            found: manifest.format,
+        });
     }
     Ok(manifest)
 }
@@ -128,9 +137,13 @@ fn check_size_and_hash(size: u64, sha256: &str, m: &Manifest) -> Result<(), Veri
     Ok(())
 }
 
-/// Streams an image file through SHA-256 and compares it with the manifest.
+/// Streams an image file (a regular file) through SHA-256 and compares it
+/// with the manifest.
 pub fn check_image_file(path: &Path, manifest: &Manifest) -> Result<(), InitrdError> {
-    let mut f = std::fs::File::open(path).map_err(|e| InitrdError::io(path, e))?;
+    hash_image(unpack::open_image_file(path)?, path, manifest)
+}
+
+fn hash_image(mut f: std::fs::File, path: &Path, manifest: &Manifest) -> Result<(), InitrdError> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut size = 0u64;
@@ -161,33 +174,51 @@ pub fn verify(
     Ok(manifest)
 }
 
-/// Decompresses the image and checks that its archive holds exactly the manifest's
-/// entries (type, mode, size, hash, link target, device numbers, uid/gid 0).
+/// Unpacks the image as the kernel would and checks that it holds exactly
+/// the manifest's entries (type, mode, size, hash, link target, device
+/// numbers, uid/gid 0) in one archive of the manifest's compression: an entry
+/// the manifest does not list (in a second archive, say) is an error.
 pub fn check_contents(image: &[u8], manifest: &Manifest) -> Result<(), VerifyError> {
+    let unpacked = unpack::unpack(image).map_err(VerifyError::Unpack)?;
+    check_entries(&unpacked, manifest)?;
     let bad = VerifyError::Contents;
-    let (compression, archive) = compress::decompress(image).map_err(|e| bad(e.to_string()))?;
-    if compression != manifest.image.compression {
+    let [archive] = unpacked.archives.as_slice() else {
+        let n = unpacked.archives.len();
         return Err(bad(format!(
-            "image is {compression}, manifest says {}",
-            manifest.image.compression
+            "the image holds {n} archives, the manifest describes one"
+        )));
+    };
+    if archive.compression != manifest.image.compression {
+        return Err(bad(format!(
+            "image is {}, manifest says {}",
+            archive.compression, manifest.image.compression
         )));
     }
-    if hex::encode(Sha256::digest(&archive)) != manifest.image.uncompressed_sha256 {
+    if archive.sha256 != manifest.image.uncompressed_sha256 {
         return Err(bad("uncompressed archive hash differs".into()));
     }
-    let raw = cpio::read(&archive).map_err(|e| bad(e.to_string()))?;
-    if raw.len() != manifest.entries.len() {
-        return Err(bad(format!(
-            "{} entries, manifest lists {}",
-            raw.len(),
-            manifest.entries.len()
-        )));
-    }
-    for (r, m) in raw.iter().zip(&manifest.entries) {
-        let got = record_of(r);
-        if &got != m || r.uid != 0 || r.gid != 0 {
-            return Err(bad(format!("entry {} differs", m.path)));
+    Ok(())
+}
+
+fn check_entries(unpacked: &Unpacked, manifest: &Manifest) -> Result<(), VerifyError> {
+    let bad = VerifyError::Contents;
+    let mut count = 0;
+    for (i, (a, r)) in unpacked.entries().enumerate() {
+        count += 1;
+        let Some(m) = manifest.entries.get(i) else {
+            return Err(bad(format!(
+                "entry /{} ({}) is not in the manifest",
+                cpio::escape(&r.name),
+                unpacked.archives[a].describe()
+            )));
+        };
+        if &record_of(r) != m || r.uid != 0 || r.gid != 0 {
+            return Err(bad(format!("entry {} differs", cpio::escape(&m.path))));
         }
+    }
+    if count != manifest.entries.len() {
+        let listed = manifest.entries.len();
+        return Err(bad(format!("{count} entries, manifest lists {listed}")));
     }
     Ok(())
 }
@@ -208,28 +239,39 @@ pub fn record_of(r: &cpio::RawEntry) -> ManifestEntry {
 }
 
 /// Reads the three files and verifies them; `deep` also checks every entry.
+/// The image is looked at first (it must be a regular file), so a missing
+/// image is named as such.
 pub fn verify_files(
     paths: &ArtifactPaths,
     key: &VerifyingKey,
     deep: bool,
 ) -> Result<Manifest, InitrdError> {
-    let read = |p: &Path| std::fs::read(p).map_err(|e| InitrdError::io(p, e));
-    let sig = read(&paths.signature)?;
-    let sig = String::from_utf8(sig).map_err(|_| {
-        VerifyError::SignatureEncoding(sign::KeyError::Encoding {
-            what: "signature",
-            len: 64,
-        })
-    })?;
-    let manifest = verify_manifest(&read(&paths.manifest)?, &sig, key)?;
+    let image = unpack::open_image_file(&paths.image)?;
+    let sig = sign::read_key_text(&paths.signature)?;
+    let manifest = verify_manifest(&read_manifest_file(&paths.manifest)?, &sig, key)?;
     if deep {
-        let image = read(&paths.image)?;
-        check_image(&image, &manifest)?;
-        check_contents(&image, &manifest)?;
+        let bytes = unpack::read_image(image, &paths.image)?;
+        check_image(&bytes, &manifest)?;
+        check_contents(&bytes, &manifest)?;
     } else {
-        check_image_file(&paths.image, &manifest)?;
+        hash_image(image, &paths.image, &manifest)?;
     }
     Ok(manifest)
+}
+
+/// Reads a manifest file of at most [`MAX_MANIFEST_BYTES`].
+pub fn read_manifest_file(path: &Path) -> Result<Vec<u8>, InitrdError> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| InitrdError::io(path, e))?;
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(InitrdError::FileTooLarge {
+            path: path.to_path_buf(),
+            limit: MAX_MANIFEST_BYTES,
+        });
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -150,3 +150,58 @@ pub fn keys(dir: &Path) -> (PathBuf, PathBuf) {
     );
     (dir.join("k.key"), dir.join("k.pub"))
 }
+
+/// A newc archive with arbitrary names (the builder refuses such names):
+/// `(name, st_mode, data)` records, then the trailer.
+pub fn raw_newc(records: &[(&[u8], u32, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let trailer: (&[u8], u32, &[u8]) = (b"TRAILER!!!", 0, b"");
+    for (i, (name, mode, data)) in records.iter().chain([&trailer]).enumerate() {
+        let fields = [
+            i as u32 + 1,
+            *mode,
+            0,
+            0,
+            1,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            0,
+            0,
+            name.len() as u32 + 1,
+            0,
+        ];
+        out.extend_from_slice(b"070701");
+        for f in fields {
+            out.extend_from_slice(format!("{f:08X}").as_bytes());
+        }
+        out.extend_from_slice(name);
+        out.push(0);
+        out.resize(out.len().next_multiple_of(4), 0);
+        out.extend_from_slice(data);
+        out.resize(out.len().next_multiple_of(4), 0);
+    }
+    out
+}
+
+/// Runs the CLI under `timeout 60`, so that a read that never ends fails the
+/// test instead of hanging it.
+pub fn cli_bounded(args: &[&str]) -> Output {
+    Command::new("timeout")
+        .arg("60")
+        .arg(env!("CARGO_BIN_EXE_initrd-builder"))
+        .args(args)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap()
+}
+
+/// stdout and stderr of a run, as text.
+pub fn texts(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
