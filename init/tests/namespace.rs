@@ -311,6 +311,55 @@ fn agent_readiness_then_app() {
 }
 
 #[test]
+fn a_dying_agent_is_restarted_by_the_real_event_loop() {
+    // Every run announces itself and exits 3 at once: restarts at ~1 s, then
+    // ~3 s, but the app is gone at ~2 s, so there are exactly two runs.
+    let agent = "#!/bin/sh\necho \"agent run fd=${HYPEMAN_AGENT_READY_FD:-none}\"\n[ -n \"$HYPEMAN_AGENT_READY_FD\" ] && printf R >&3\nexit 3\n";
+    let cfg = config(
+        &["/bin/sh", "-c", "cat /run/hypeman/boot-timings; sleep 2"],
+        "",
+    )
+    .replace(",\"skip_guest_agent\":true", "");
+    let mut s = Scenario::new(&cfg);
+    s.agent = Some(agent.into());
+    let out = s.boot();
+    let runs: Vec<&String> = out
+        .console
+        .iter()
+        .filter(|l| l.starts_with("agent run"))
+        .collect();
+    assert_eq!(
+        runs,
+        ["agent run fd=3", "agent run fd=none"],
+        "{}",
+        out.text()
+    );
+    let restarts: Vec<&String> = out
+        .console
+        .iter()
+        .filter(|l| l.contains("[hypeman-init:agent] guest agent exited"))
+        .collect();
+    assert_eq!(restarts.len(), 2, "{}", out.text());
+    assert!(restarts[0].ends_with("guest agent exited: exit code 3; restarting in 1 s"));
+    assert!(restarts[1].ends_with("guest agent exited: exit code 3; restarting in 2 s"));
+    let timings = out
+        .console
+        .iter()
+        .find(|l| l.starts_with("mounts="))
+        .expect("boot-timings");
+    let names: Vec<&str> = timings
+        .split(' ')
+        .filter_map(|w| w.split_once('=').map(|(n, _)| n))
+        .collect();
+    assert_eq!(
+        names,
+        ["mounts", "modules", "devices", "disks", "config", "switch"]
+    );
+    assert_eq!(out.exit_line(), r#"HYPEMAN-EXIT code=0 message="success""#);
+    out.assert_powered_off();
+}
+
+#[test]
 fn missing_agent_is_one_error_and_boot_goes_on() {
     let cfg = config(&["/bin/true"], "").replace(",\"skip_guest_agent\":true", "");
     let out = Scenario::new(&cfg).boot();

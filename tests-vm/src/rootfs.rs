@@ -42,6 +42,8 @@ const APPLETS: &[&str] = &[
     "mkdir",
     "stat",
     "rm",
+    "pidof",
+    "ps",
 ];
 
 fn copy_exec(src: &Path, dst: &Path) -> Result<()> {

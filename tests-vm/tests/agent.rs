@@ -108,3 +108,78 @@ fn an_app_that_ignores_sigterm_is_still_stopped() -> Result<()> {
     );
     Ok(())
 }
+
+/// The pid of the one process named `name` in the guest (busybox `pidof`).
+async fn pid_of(client: &AgentClient, name: &str) -> Result<u32> {
+    let out = client.exec(command(&["pidof", name]), b"").await?;
+    ensure!(out.exit_code == 0, "no {name}: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    text.parse()
+        .with_context(|| format!("pidof {name} printed {text:?}"))
+}
+
+/// init's phase `name` as the agent's `Info` reports it.
+async fn boot_phase(client: &AgentClient, name: &str) -> Result<u64> {
+    let info = client.info().await?;
+    let phase = info.boot_phases.iter().find(|p| p.name == name);
+    phase
+        .map(|p| p.micros)
+        .with_context(|| format!("no phase {name} in {info:?}"))
+}
+
+/// SIGKILL the agent through its own Exec; the call dies with the agent, so
+/// its result is not the point (bounded, so a hung stream cannot hang us).
+async fn kill_agent(client: &AgentClient, pid: u32) {
+    let kill = client.exec(command(&["kill", "-9", &pid.to_string()]), b"");
+    let _ = tokio::time::timeout(Duration::from_secs(20), kill).await;
+}
+
+#[test]
+fn a_killed_agent_is_restarted_and_serves_again_while_the_app_runs() -> Result<()> {
+    let mut r = boot("agent-restart", &["/bin/sleep", "600"])?;
+    let rt = runtime()?;
+    let (agent, app) = rt.block_on(async {
+        let client = connect(&r).await?;
+        let switch = boot_phase(&client, "switch").await?;
+        ensure!(switch > 0, "switch={switch}");
+        let agent = pid_of(&client, "guest-agent").await?;
+        let app = pid_of(&client, "sleep").await?;
+        kill_agent(&client, agent).await;
+        Ok((agent, app))
+    })?;
+    r.wait_line(
+        "[hypeman-init:agent] guest agent exited: killed by signal 9 (killed); restarting in 1 s",
+    )?;
+    rt.block_on(async {
+        // connect retries until the restarted agent listens.
+        let client = connect(&r).await?;
+        let out = client.exec(command(&["echo", "served"]), b"").await?;
+        ensure!(out.exit_code == 0 && out.stdout == b"served\n", "{out:?}");
+        let again = pid_of(&client, "guest-agent").await?;
+        ensure!(again != agent, "agent pid {again} did not change");
+        ensure!(pid_of(&client, "sleep").await? == app, "the app changed");
+        ensure!(boot_phase(&client, "switch").await? > 0);
+        Ok(())
+    })?;
+    // The restarted agent also serves the host's graceful stop.
+    let (report, out) = r.stop(StopOptions::default());
+    ensure!(report.by == StoppedBy::Agent, "{report:?}\n{}", out.log);
+    let restarts = out
+        .lines()
+        .iter()
+        .filter(|l| l.contains("[hypeman-init:agent] guest agent exited"))
+        .count();
+    ensure!(restarts == 1, "{restarts} restart lines:\n{}", out.log);
+    let ready = out
+        .lines()
+        .iter()
+        .filter(|l| l.contains("HYPEMAN-AGENT-READY ts="))
+        .count();
+    ensure!(ready == 2, "{ready} AGENT-READY lines:\n{}", out.log);
+    let exit = out.exit_line()?;
+    ensure!(
+        exit == r#"HYPEMAN-EXIT code=143 message="killed by signal 15 (terminated)""#,
+        "{exit}"
+    );
+    Ok(())
+}

@@ -1,7 +1,8 @@
 //! Exec mode: start the agent, run the app as our child, supervise, report.
 
+use super::agent::Agent;
 use super::{fatal, plan, report, BootError, Ctx};
-use crate::sys::{Event, Readiness, SpawnError, SpawnSpec, Sys};
+use crate::sys::{Event, SpawnError, SpawnSpec, Sys};
 use guest_contract::config::{Config, InitMode};
 use guest_contract::exit::{describe_exit, InitFailure};
 use guest_contract::kmsg;
@@ -14,6 +15,7 @@ pub const FORWARDED: [i32; 4] = [libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, lib
 /// Run the app and supervise it until it exits; then report and power off.
 pub fn run<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> (i32, String) {
     let _ = sys.mkdir_all("/run/hypeman");
+    write_boot_timings(sys, ctx);
     if let Err(e) = super::system::apply(sys, ctx, config) {
         return report::fail(sys, ctx, &e);
     }
@@ -22,11 +24,9 @@ pub fn run<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> (i32, String)
         Ok(e) => e,
         Err(e) => return report::fail(sys, ctx, &e),
     };
-    let agent = if ctx.agent_installed {
-        start_agent(sys, ctx, &env.vars)
-    } else {
-        None
-    };
+    let agent = ctx
+        .agent_installed
+        .then(|| Agent::start(sys, ctx, &env.vars));
     ctx.timing.mark("agent", sys.boottime());
     // Never the host's button in test mode (a namespace sees its devices).
     let button = if ctx.test_mode {
@@ -59,6 +59,18 @@ pub fn run<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> (i32, String)
     let code = supervise(sys, app, agent);
     let oom = code == 137 && kmsg.is_some_and(|fd| oom_killed(sys, fd));
     finish(sys, ctx, code, oom)
+}
+
+/// Where the agent's `Info` reads init's phases.
+pub const BOOT_TIMINGS: &str = "/run/hypeman/boot-timings";
+
+/// The phases measured so far (up to the switch), as `name=micros` words on
+/// one line, in the new root; a failure is one ERROR line.
+fn write_boot_timings<S: Sys>(sys: &mut S, ctx: &Ctx) {
+    let line = format!("{}\n", ctx.timing.micros_words());
+    if let Err(e) = sys.write_file(BOOT_TIMINGS, line.as_bytes(), 0o644) {
+        report::error(sys, "timing", &format!("write {BOOT_TIMINGS}: {e}"));
+    }
 }
 
 fn finish<S: Sys>(sys: &mut S, ctx: &Ctx, code: i32, oom: bool) -> (i32, String) {
@@ -104,59 +116,6 @@ fn app_env<S: Sys>(sys: &mut S, config: &Config) -> Result<AppEnv, BootError> {
         vars,
         creds: Some(u.creds),
     })
-}
-
-fn start_agent<S: Sys>(sys: &mut S, ctx: &Ctx, env: &[(String, String)]) -> Option<i32> {
-    let ours = ["HYPEMAN_AGENT_READY_FD", "HYPEMAN_AGENT_READY_FILE"];
-    let mut vars: Vec<(String, String)> = env
-        .iter()
-        .filter(|(k, _)| !ours.contains(&k.as_str()))
-        .cloned()
-        .collect();
-    vars.push(("HYPEMAN_AGENT_READY_FD".into(), "3".into()));
-    vars.push((
-        "HYPEMAN_AGENT_READY_FILE".into(),
-        plan::AGENT_READY_FILE.into(),
-    ));
-    let spec = SpawnSpec {
-        path: plan::AGENT_TARGET.into(),
-        argv: vec![plan::AGENT_TARGET.into()],
-        env: vars,
-        workdir: "/".into(),
-        creds: None,
-        readiness_fd: true,
-        console_stdin: false,
-    };
-    let child = match sys.spawn(&spec) {
-        Ok(c) => c,
-        Err(e) => {
-            report::error(
-                sys,
-                "agent",
-                &format!(
-                    "cannot start {}: {}",
-                    plan::AGENT_TARGET,
-                    report::error_chain(&e)
-                ),
-            );
-            return None;
-        }
-    };
-    let timeout = ctx.opts.agent_timeout;
-    let outcome = child.ready_fd.map(|fd| sys.wait_ready(fd, timeout));
-    match outcome {
-        Some(Readiness::Ready) => report::info(sys, "agent", "guest agent ready"),
-        Some(Readiness::TimedOut) => report::error(
-            sys,
-            "agent",
-            &format!(
-                "guest agent not ready within {} ms; continuing without waiting",
-                timeout.as_millis()
-            ),
-        ),
-        _ => report::error(sys, "agent", "guest agent exited before it was ready"),
-    }
-    Some(child.pid)
 }
 
 enum Started {
@@ -256,11 +215,14 @@ fn validate(argv: &[String], env: &[(String, String)]) -> Result<(), BootError> 
     Ok(())
 }
 
-/// One waitpid loop: forward signals, reap orphans, return the app's exit code.
-/// The power button asks the app to stop (SIGTERM).
-pub fn supervise<S: Sys>(sys: &mut S, app: i32, agent: Option<i32>) -> i32 {
+/// One waitpid loop: forward signals, reap orphans, restart the agent when
+/// its delay has passed (the wait's bound is that timer), return the app's
+/// exit code at once (a pending restart is dropped). The power button asks the
+/// app to stop (SIGTERM).
+pub fn supervise<S: Sys>(sys: &mut S, app: i32, mut agent: Option<Agent>) -> i32 {
     loop {
-        match sys.next_event() {
+        let bound = agent.as_ref().and_then(|a| a.wait_bound(sys.boottime()));
+        match sys.next_event(bound) {
             Event::PowerButton => {
                 report::info(sys, "supervise", "power button: sending SIGTERM to the app");
                 let _ = sys.kill(app, libc::SIGTERM);
@@ -268,16 +230,16 @@ pub fn supervise<S: Sys>(sys: &mut S, app: i32, agent: Option<i32>) -> i32 {
             Event::Signal(sig) if FORWARDED.contains(&sig) => {
                 let _ = sys.kill(app, sig);
             }
-            Event::Signal(_) => {}
+            Event::Signal(_) | Event::Timeout => {}
             Event::Exited { pid, code } if pid == app => return code,
-            Event::Exited { pid, code } if Some(pid) == agent => {
-                report::error(
-                    sys,
-                    "agent",
-                    &format!("guest agent exited: {}", describe_exit(code, false)),
-                );
+            Event::Exited { pid, code } => {
+                if let Some(a) = agent.as_mut() {
+                    a.reaped(sys, pid, code);
+                }
             }
-            Event::Exited { .. } => {}
+        }
+        if let Some(a) = agent.as_mut() {
+            a.restart_if_due(sys);
         }
     }
 }

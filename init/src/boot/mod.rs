@@ -1,5 +1,6 @@
 //! The boot path: plan (pure, in [`plan`]) applied through the [`Sys`] seam.
 
+pub mod agent;
 pub mod exec_mode;
 pub mod plan;
 pub mod report;

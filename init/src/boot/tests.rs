@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::sys::fake::FakeSys;
-use crate::sys::{Event, Readiness, SpawnError};
+use crate::sys::{Event, Readiness, SpawnError, SpawnSpec};
 use nix::errno::Errno;
 
 const MINIMAL: &str = r#"{"entrypoint":null,"cmd":["/bin/app","a b"],"workdir":"/srv","env":{"A":"1"},"network_enabled":false,"init_mode":"exec"}"#;
@@ -417,7 +417,7 @@ fn agent_timeout_is_one_error_line_and_boot_goes_on() {
 fn skip_guest_agent() {
     let mut f = ready_fake(r#"{"cmd":["/bin/app"],"skip_guest_agent":true}"#);
     booted(&mut f);
-    assert!(f.calls_with("write ").is_empty());
+    assert!(f.calls_with("write /opt").is_empty());
     assert_eq!(f.spawned.len(), 1);
 }
 
@@ -877,4 +877,282 @@ fn every_oom_text_marks_a_sigkill_as_oom() {
             "{line}"
         );
     }
+}
+
+// ---- Boot timings for the agent, and agent supervision ----
+
+const AGENT: &str = plan::AGENT_TARGET;
+
+/// The messages of init's `agent` lines (after the tag), INFO and ERROR.
+fn agent_lines(f: &FakeSys) -> Vec<&str> {
+    let tag = "[hypeman-init:agent] ";
+    f.console
+        .lines()
+        .filter_map(|l| l.split_once(tag).map(|(_, m)| m))
+        .filter(|m| *m != "guest agent ready")
+        .collect()
+}
+
+fn errors(f: &FakeSys) -> Vec<&str> {
+    f.console
+        .lines()
+        .filter(|l| l.contains("[ERROR]"))
+        .collect()
+}
+
+/// The clock (ms) at each spawn of the agent.
+fn agent_spawn_clock(f: &FakeSys) -> Vec<u64> {
+    f.spawned
+        .iter()
+        .zip(&f.spawn_clock)
+        .filter(|(s, _)| s.path == AGENT)
+        .map(|(_, t)| *t)
+        .collect()
+}
+
+/// The clock (ms) when each of `pids` was reported exited.
+fn exit_clock(f: &FakeSys, pids: &[i32]) -> Vec<u64> {
+    let at = |p: i32| {
+        f.delivered
+            .iter()
+            .find(|(_, e)| matches!(e, Event::Exited { pid, .. } if *pid == p))
+            .map(|(t, _)| *t)
+            .unwrap_or_else(|| panic!("pid {p} never exited"))
+    };
+    pids.iter().map(|p| at(*p)).collect()
+}
+
+/// The bounds (ms) of the supervisor's waits.
+fn wait_bounds(f: &FakeSys) -> Vec<u64> {
+    f.calls_with("wait_event ")
+        .iter()
+        .filter_map(|c| {
+            c.strip_prefix("wait_event ")?
+                .strip_suffix("ms")?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// `later - earlier` is `delay_ms`, give or take the fake clock's few ticks.
+fn assert_after(earlier: u64, later: u64, delay_ms: u64) {
+    let gap = later - earlier;
+    assert!(
+        (delay_ms..delay_ms + 10).contains(&gap),
+        "{gap} ms instead of {delay_ms} ms"
+    );
+}
+
+#[test]
+fn boot_timings_are_written_after_the_switch_before_the_agent() {
+    let mut f = ready_fake(MINIMAL);
+    assert_eq!(booted(&mut f).0, 0);
+    // The fake clock ticks 1 ms per read: each phase took 1 ms.
+    let text = String::from_utf8_lossy(&f.files["/run/hypeman/boot-timings"]).into_owned();
+    assert_eq!(
+        text,
+        "mounts=1000 modules=1000 devices=1000 disks=1000 config=1000 switch=1000\n"
+    );
+    let write = index(&f, "write /run/hypeman/boot-timings 644");
+    assert!(index(&f, "switch_root") < write);
+    assert!(write < index(&f, "spawn /opt/hypeman/guest-agent"));
+    assert!(f.console.contains("switch=1.000 ms"), "{}", f.console);
+}
+
+#[test]
+fn boot_timings_are_written_without_an_agent_too() {
+    let mut f = ready_fake(r#"{"cmd":["/bin/app"],"skip_guest_agent":true}"#);
+    booted(&mut f);
+    assert!(f.files.contains_key("/run/hypeman/boot-timings"));
+}
+
+#[test]
+fn a_dying_agent_is_restarted_after_1_s_then_2_4_8_16_30_30() {
+    let mut f = ready_fake(MINIMAL);
+    // The agent is 101, the app 102, restarted agents 103, 104, …
+    let dead = [101, 103, 104, 105, 106, 107, 108];
+    for (i, pid) in dead.iter().enumerate() {
+        let code = if i == 2 { 1 } else { 137 };
+        f.events
+            .extend([Event::Exited { pid: *pid, code }, Event::Timeout]);
+    }
+    assert_eq!(booted(&mut f), (0, "success".to_string()));
+    let delays = [1u64, 2, 4, 8, 16, 30, 30];
+    let expected: Vec<String> = delays
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let status = if i == 2 {
+                "exit code 1"
+            } else {
+                "killed by signal 9 (killed)"
+            };
+            format!("guest agent exited: {status}; restarting in {d} s")
+        })
+        .collect();
+    assert_eq!(agent_lines(&f), expected);
+    assert!(errors(&f).is_empty(), "{:?}", errors(&f));
+    let starts = agent_spawn_clock(&f);
+    assert_eq!(starts.len(), 1 + dead.len());
+    let deaths = exit_clock(&f, &dead);
+    for (i, d) in delays.iter().enumerate() {
+        assert_after(deaths[i], starts[i + 1], d * 1000);
+    }
+    // The timer is the bound of the one wait: unbounded while the agent runs.
+    let bounds = wait_bounds(&f);
+    assert_eq!(bounds.len(), delays.len(), "{bounds:?}");
+    for (b, d) in bounds.iter().zip(delays) {
+        assert!((d * 1000 - 10..=d * 1000).contains(b), "{bounds:?}");
+    }
+    assert_eq!(exit_line(&f), r#"HYPEMAN-EXIT code=0 message="success""#);
+}
+
+#[test]
+fn a_restarted_agent_gets_the_same_environment_without_the_readiness_pipe() {
+    let mut f = ready_fake(MINIMAL);
+    f.events.extend([
+        Event::Exited {
+            pid: 101,
+            code: 137,
+        },
+        Event::Timeout,
+    ]);
+    booted(&mut f);
+    let agents: Vec<&SpawnSpec> = f.spawned.iter().filter(|s| s.path == AGENT).collect();
+    assert_eq!(agents.len(), 2);
+    let (first, again) = (agents[0], agents[1]);
+    assert!(first.readiness_fd && !again.readiness_fd);
+    let mut expected = first.env.clone();
+    expected.retain(|(k, _)| k != "HYPEMAN_AGENT_READY_FD");
+    assert_eq!(again.env, expected);
+    assert!(again.env.contains(&(
+        "HYPEMAN_AGENT_READY_FILE".into(),
+        plan::AGENT_READY_FILE.into()
+    )));
+    assert_eq!((&again.argv, &again.workdir), (&first.argv, &first.workdir));
+    // No readiness wait on a restart.
+    assert_eq!(f.calls_with("wait_ready").len(), 1);
+}
+
+#[test]
+fn an_agent_that_stayed_up_a_minute_is_restarted_after_1_s_again() {
+    let mut f = ready_fake(MINIMAL);
+    f.events.extend([
+        Event::Exited {
+            pid: 101,
+            code: 137,
+        },
+        Event::Timeout,
+        Event::Exited {
+            pid: 103,
+            code: 137,
+        },
+        Event::Timeout,
+        Event::Exited {
+            pid: 104,
+            code: 137,
+        },
+        Event::Timeout,
+    ]);
+    // Agent 104 runs for a minute before it dies.
+    f.pauses.insert(4, 60_000);
+    booted(&mut f);
+    let delays: Vec<&str> = agent_lines(&f)
+        .iter()
+        .filter_map(|l| l.split_once("restarting in ").map(|(_, d)| d))
+        .collect();
+    assert_eq!(delays, ["1 s", "2 s", "1 s"]);
+}
+
+#[test]
+fn the_app_exiting_while_a_restart_is_pending_is_reported_at_once() {
+    let mut f = ready_fake(MINIMAL);
+    f.events.extend([
+        Event::Exited {
+            pid: 101,
+            code: 137,
+        },
+        Event::Signal(libc::SIGTERM),
+        Event::Exited { pid: 555, code: 0 },
+        Event::Exited {
+            pid: 102,
+            code: 143,
+        },
+    ]);
+    let (code, _) = booted(&mut f);
+    assert_eq!(code, 143);
+    // Signals still reach the app and orphans are still reaped.
+    assert_eq!(f.calls_with("kill "), ["kill 102 15"]);
+    assert_eq!(
+        agent_lines(&f),
+        ["guest agent exited: killed by signal 9 (killed); restarting in 1 s"]
+    );
+    // The restart was pending (bounded waits), never run, and not waited for.
+    assert_eq!(wait_bounds(&f).len(), 3);
+    assert_eq!(agent_spawn_clock(&f).len(), 1);
+    let [died, app_exited] = exit_clock(&f, &[101, 102])[..] else {
+        unreachable!()
+    };
+    assert!(app_exited - died < 1000);
+    assert_eq!(
+        exit_line(&f),
+        r#"HYPEMAN-EXIT code=143 message="killed by signal 15 (terminated)""#
+    );
+    let after_exit = &f.calls[index(&f, "kill_all")..];
+    assert!(!after_exit.iter().any(|c| c.starts_with("spawn")));
+    assert_eq!(f.calls.last().map(String::as_str), Some("power_off"));
+}
+
+#[test]
+fn an_agent_that_cannot_start_again_is_logged_and_retried_later() {
+    let mut f = ready_fake(MINIMAL);
+    // Spawns: 0 agent, 1 app, 2 and 3 failed restarts, 4 a good one.
+    f.spawn_errors_at.insert(2, SpawnError::Fork(Errno::EAGAIN));
+    f.spawn_errors_at.insert(3, SpawnError::Exec(Errno::ENOENT));
+    f.events.extend([
+        Event::Exited { pid: 101, code: 1 },
+        Event::Timeout,
+        Event::Timeout,
+        Event::Timeout,
+    ]);
+    assert_eq!(booted(&mut f), (0, "success".to_string()));
+    let expected = [
+        "guest agent exited: exit code 1; restarting in 1 s".to_string(),
+        format!(
+            "cannot restart {AGENT}: cannot start process: EAGAIN: {}; retrying in 2 s",
+            Errno::EAGAIN.desc()
+        ),
+        format!(
+            "cannot restart {AGENT}: exec failed: ENOENT: {}; retrying in 4 s",
+            Errno::ENOENT.desc()
+        ),
+    ];
+    assert_eq!(agent_lines(&f), expected);
+    assert!(errors(&f).is_empty(), "{:?}", errors(&f));
+    let starts = agent_spawn_clock(&f);
+    assert_eq!(starts.len(), 4);
+    assert_after(exit_clock(&f, &[101])[0], starts[1], 1000);
+    assert_after(starts[1], starts[2], 2000);
+    assert_after(starts[2], starts[3], 4000);
+    assert_eq!(exit_line(&f), r#"HYPEMAN-EXIT code=0 message="success""#);
+}
+
+#[test]
+fn a_first_start_that_fails_is_one_error_and_is_retried() {
+    let mut f = ready_fake(MINIMAL);
+    f.spawn_errors_at.insert(0, SpawnError::Fork(Errno::EAGAIN));
+    f.events.push_back(Event::Timeout);
+    assert_eq!(booted(&mut f).0, 0);
+    let errors = errors(&f);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let tail = format!(
+        "{AGENT}: cannot start process: EAGAIN: {}; retrying in 1 s",
+        Errno::EAGAIN.desc()
+    );
+    assert!(errors[0].ends_with(&tail), "{errors:?}");
+    assert!(f.calls_with("wait_ready").is_empty());
+    let starts = agent_spawn_clock(&f);
+    assert_eq!(starts.len(), 2);
+    assert_after(starts[0], starts[1], 1000);
 }

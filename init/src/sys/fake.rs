@@ -25,10 +25,18 @@ pub struct FakeSys {
     pub never_appear: BTreeSet<String>,
     /// Result of each spawn, by path (default: running with the next pid).
     pub spawn_results: BTreeMap<String, SpawnError>,
+    /// Result of one spawn, by its index among all spawns (0: the first).
+    pub spawn_errors_at: BTreeMap<usize, SpawnError>,
     /// Readiness outcome of the agent.
     pub readiness: Option<Readiness>,
-    /// Events returned by next_event, in order (then: the app exits 0).
+    /// Events returned by next_event, in order (then: the app exits 0). A
+    /// scripted [`Event::Timeout`] moves the clock to the end of the bound
+    /// next_event was given; one scripted while no bound is given fails the test.
     pub events: VecDeque<Event>,
+    /// Milliseconds that pass before the n-th event (0: the first) arrives.
+    pub pauses: BTreeMap<usize, u64>,
+    /// Events delivered by next_event, with the clock (ms) when each arrived.
+    pub delivered: Vec<(u64, Event)>,
     /// Kernel log lines (those logged after `kmsg_open`).
     pub kmsg: Vec<String>,
     /// Paths that are symlinks (in the image).
@@ -37,11 +45,15 @@ pub struct FakeSys {
     pub pid: i32,
     /// Files that exist but have no execute bit.
     pub non_exec: BTreeSet<String>,
-    /// Spawned specs.
+    /// Spawned specs (failed spawns included).
     pub spawned: Vec<SpawnSpec>,
+    /// The clock (ms) at each spawn, in the order of `spawned`.
+    pub spawn_clock: Vec<u64>,
     /// Fake clock (ms), advanced by each boottime() read.
     pub clock_ms: std::cell::Cell<u64>,
     next_pid: i32,
+    /// The pid of the newest spawn that is not the agent: the app.
+    app_pid: Option<i32>,
 }
 
 impl FakeSys {
@@ -231,11 +243,17 @@ impl Sys for FakeSys {
     }
     fn spawn(&mut self, spec: &SpawnSpec) -> Result<Child, SpawnError> {
         self.record(format!("spawn {} {:?}", spec.path, spec.argv));
+        let index = self.spawned.len();
         self.spawned.push(spec.clone());
-        if let Some(e) = self.spawn_results.get(&spec.path) {
+        self.spawn_clock.push(self.clock_ms.get());
+        let scripted = self.spawn_errors_at.get(&index);
+        if let Some(e) = scripted.or_else(|| self.spawn_results.get(&spec.path)) {
             return Err(*e);
         }
         self.next_pid += 1;
+        if spec.path != crate::boot::plan::AGENT_TARGET {
+            self.app_pid = Some(self.next_pid);
+        }
         let ready_fd = spec.readiness_fd.then_some(50);
         Ok(Child {
             pid: self.next_pid,
@@ -250,11 +268,24 @@ impl Sys for FakeSys {
         self.record("watch_power_button".into());
         None
     }
-    fn next_event(&mut self) -> Event {
-        self.events.pop_front().unwrap_or(Event::Exited {
-            pid: self.next_pid,
+    fn next_event(&mut self, timeout: Option<Duration>) -> Event {
+        if let Some(t) = timeout {
+            self.record(format!("wait_event {}ms", t.as_millis()));
+        }
+        let pause = self.pauses.get(&self.delivered.len()).copied();
+        self.clock_ms.set(self.clock_ms.get() + pause.unwrap_or(0));
+        let app_exits = Event::Exited {
+            pid: self.app_pid.unwrap_or(self.next_pid),
             code: 0,
-        })
+        };
+        let event = self.events.pop_front().unwrap_or(app_exits);
+        if event == Event::Timeout {
+            let t = timeout.expect("a Timeout scripted while next_event has no bound");
+            let ms = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
+            self.clock_ms.set(self.clock_ms.get() + ms);
+        }
+        self.delivered.push((self.clock_ms.get(), event));
+        event
     }
     fn kill(&mut self, pid: i32, sig: i32) -> io::Result<()> {
         self.record(format!("kill {pid} {sig}"));

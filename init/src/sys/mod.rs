@@ -122,6 +122,8 @@ pub enum Event {
     Exited { pid: i32, code: i32 },
     /// The (ACPI) power button was pressed.
     PowerButton,
+    /// The bound given to [`Sys::next_event`] passed first.
+    Timeout,
 }
 
 /// The system-call seam.
@@ -202,8 +204,10 @@ pub trait Sys {
     /// Start watching the power button's input device, when there is one;
     /// returns its device path.
     fn watch_power_button(&mut self) -> Option<String>;
-    /// Block until a signal arrives, a child exits or the power button is pressed.
-    fn next_event(&mut self) -> Event;
+    /// Block until a signal arrives, a child exits or the power button is
+    /// pressed, or until `timeout` passes ([`Event::Timeout`]; `None`: no bound).
+    /// This one wait is init's only timer.
+    fn next_event(&mut self, timeout: Option<Duration>) -> Event;
     /// kill(2).
     fn kill(&mut self, pid: i32, sig: i32) -> io::Result<()>;
     /// SIGKILL every process but ourselves and reap them, for at most `timeout`

@@ -299,14 +299,20 @@ impl Sys for RealSys {
         (!paths.is_empty()).then(|| paths.join(", "))
     }
 
-    fn next_event(&mut self) -> Event {
+    fn next_event(&mut self, timeout: Option<Duration>) -> Event {
+        let deadline = timeout.map(deadline_after);
         loop {
             if let Some(ev) = reap_one() {
                 return ev;
             }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Event::Timeout;
+            }
+            let bound = deadline.map_or(PollTimeout::NONE, remaining);
             let ready = match &self.signal_fd {
-                Some(sfd) => wait_readable(sfd, &self.power_buttons),
-                // Signals were never set up: fall back to a blocking wait.
+                Some(sfd) => wait_readable(sfd, &self.power_buttons, bound),
+                // Signals were never set up (init then stops before it
+                // supervises anything): a blocking wait, without a bound.
                 None => return blocking_wait(),
             };
             if let ButtonCheck::Pressed = self.check_buttons(&ready.buttons) {
@@ -442,15 +448,15 @@ struct Ready {
     buttons: Vec<ButtonReady>,
 }
 
-/// Poll the signalfd and the watched power buttons.
-fn wait_readable(sfd: &SignalFd, buttons: &[fs::File]) -> Ready {
+/// Poll the signalfd and the watched power buttons, for at most `bound`.
+fn wait_readable(sfd: &SignalFd, buttons: &[fs::File], bound: PollTimeout) -> Ready {
     let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
     fds.extend(
         buttons
             .iter()
             .map(|b| PollFd::new(b.as_fd(), PollFlags::POLLIN)),
     );
-    if nix::poll::poll(&mut fds, PollTimeout::NONE).is_err() {
+    if nix::poll::poll(&mut fds, bound).is_err() {
         let buttons = vec![ButtonReady::Idle; buttons.len()];
         return Ready {
             signal: true,
@@ -591,9 +597,11 @@ fn blocking_wait() -> Event {
     }
 }
 
+/// The time left until `deadline` as a poll bound, rounded up to whole
+/// milliseconds (rounding down would wake just before the deadline and spin).
 fn remaining(deadline: Instant) -> PollTimeout {
     let left = deadline.saturating_duration_since(Instant::now());
-    let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+    let ms = u16::try_from(left.as_micros().div_ceil(1000)).unwrap_or(u16::MAX);
     PollTimeout::from(ms)
 }
 
