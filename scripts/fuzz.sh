@@ -35,7 +35,10 @@ command -v cargo-fuzz >/dev/null || cargo install --locked --quiet cargo-fuzz
 export RUSTC_BOOTSTRAP=1
 work="${FUZZ_WORK:-$HOME/.cache/guestinit-fuzz}"
 mkdir -p "$work"
+# Built once: the runs below use these binaries, so editing the tree while a
+# campaign runs changes nothing in it.
 cargo fuzz build >/dev/null 2>"$work/build.log" || { cat "$work/build.log"; exit 1; }
+bindir="target/x86_64-unknown-linux-gnu/release"
 
 printf '| target | seconds | total execs | execs/s | new inputs | crashes |\n'
 printf '|---|---:|---:|---:|---:|---:|\n'
@@ -46,7 +49,7 @@ for t in "${targets[@]}"; do
   before=$(find "$scratch" -type f | wc -l)
   log="$work/$t.log"
   status=0
-  cargo fuzz run "$t" "$scratch" "corpus/$t" -- \
+  "$bindir/$t" "$scratch" "corpus/$t" -artifact_prefix="artifacts/$t/" \
     -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048 -timeout=10 \
     >"$log" 2>&1 || status=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
@@ -62,7 +65,7 @@ for t in "${targets[@]}"; do
     "$((after - before))" "$crashes"
   if [ "$merge" -eq 1 ]; then
     # Adds to the checked-in corpus only the inputs that reach new coverage.
-    cargo fuzz run "$t" "corpus/$t" "$scratch" -- -merge=1 >/dev/null 2>&1 || true
+    "$bindir/$t" -merge=1 "corpus/$t" "$scratch" >/dev/null 2>&1 || true
   fi
 done
 exit "$failed"

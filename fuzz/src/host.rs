@@ -88,3 +88,50 @@ pub fn check_vsock_handshake(data: &[u8]) {
         Handshake::Retry(_) => assert!(line_end.is_none() && data.len() < 64),
     }
 }
+
+/// Agent RPC messages (the first byte picks the type, the rest is its
+/// protobuf encoding, as the agent or the host receives it): a message that
+/// decodes re-encodes to bytes that decode to the same message; and the
+/// host's check of a path the guest sends in a copy header (the rest as
+/// text) accepts only plain names, which stay below the copy root.
+pub fn check_agent_messages(data: &[u8]) {
+    let Some((&kind, body)) = data.split_first() else {
+        return;
+    };
+    match kind % 8 {
+        0 => round_trip::<guest_proto::ExecRequest>(body),
+        1 => round_trip::<guest_proto::ExecResponse>(body),
+        2 => round_trip::<guest_proto::CopyToGuestRequest>(body),
+        3 => round_trip::<guest_proto::CopyFromGuestResponse>(body),
+        4 => round_trip::<guest_proto::StatPathRequest>(body),
+        5 => round_trip::<guest_proto::ReconfigureNetworkRequest>(body),
+        6 => round_trip::<guest_proto::InfoResponse>(body),
+        _ => round_trip::<guest_proto::GetGpuInitStatusResponse>(body),
+    }
+    check_header_path(&String::from_utf8_lossy(body));
+}
+
+fn round_trip<M: prost::Message + Default + PartialEq + std::fmt::Debug>(body: &[u8]) {
+    let Ok(msg) = M::decode(body) else { return };
+    let again = M::decode(msg.encode_to_vec().as_slice()).expect("own encoding decodes");
+    assert_eq!(again, msg);
+}
+
+fn check_header_path(rel: &str) {
+    let Some(parts) = host_sysmgr::agent::copy::header_parts(rel) else {
+        return;
+    };
+    let root = std::path::Path::new("/copy-root");
+    let mut path = root.to_path_buf();
+    for part in &parts {
+        assert!(
+            !part.is_empty() && part != "." && part != ".." && !part.contains('/'),
+            "{rel:?}"
+        );
+        path.push(part);
+    }
+    assert!(
+        path.starts_with(root) && path.components().count() == parts.len() + 2,
+        "{rel:?}"
+    );
+}

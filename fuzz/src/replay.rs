@@ -27,6 +27,7 @@ pub const TARGETS: &[(&str, &str)] = &[
     ("initrd", "manifest"),
     ("host", "qmp"),
     ("host", "vsock_handshake"),
+    ("host", "agent_messages"),
 ];
 
 /// The fuzz crate's folder.

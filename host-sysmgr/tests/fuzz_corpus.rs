@@ -14,6 +14,7 @@ fn host_corpus() {
         &[
             ("qmp", checks::check_qmp),
             ("vsock_handshake", checks::check_vsock_handshake),
+            ("agent_messages", checks::check_agent_messages),
         ],
     );
 }

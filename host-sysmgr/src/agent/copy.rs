@@ -193,6 +193,23 @@ impl AgentClient {
     }
 }
 
+/// The components of a header path sent by the guest, when every one is a
+/// plain name (no root, `..`, or prefix; `.` and empty ones are dropped as
+/// `Path::components` does); `None` for anything else.
+pub fn header_parts(rel: &str) -> Option<Vec<String>> {
+    Path::new(rel)
+        .components()
+        .map(|c| match c {
+            Component::Normal(p) => Some(p.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn is_real_dir(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+}
+
 /// Writes the entries of a copy under its root, checking every path.
 struct TreeWriter {
     root: PathBuf,
@@ -223,13 +240,8 @@ impl TreeWriter {
     /// anything but plain components, a different root name, and any
     /// symlink among the parents already written.
     fn local_path(&mut self, rel: &str) -> Result<PathBuf, AgentError> {
-        let mut parts = Vec::new();
-        for c in Path::new(rel).components() {
-            match c {
-                Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
-                _ => return Err(refused(format!("unsafe path {rel:?} from the guest"))),
-            }
-        }
+        let parts = header_parts(rel)
+            .ok_or_else(|| refused(format!("unsafe path {rel:?} from the guest")))?;
         let Some((first, rest)) = parts.split_first() else {
             return Err(refused("an empty path from the guest"));
         };
@@ -253,7 +265,9 @@ impl TreeWriter {
         let path = self.local_path(&h.path)?;
         if h.is_dir {
             match std::fs::create_dir(&path) {
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {}
+                // An existing folder is reused; an existing symlink is not
+                // followed (symlink_metadata says it is no folder).
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && is_real_dir(&path) => {}
                 other => other.map_err(|e| local_err(&path, e))?,
             }
             let perms = std::fs::Permissions::from_mode(h.mode & 0o7777);
