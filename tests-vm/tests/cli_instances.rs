@@ -125,6 +125,58 @@ fn detach_exec_cp_stat_logs_stop_from_the_cli() -> Result<()> {
     );
     ensure!(cli.ok(&["exec", "box", "--", "uname", "-r"])?.trim() == kernel.release);
 
+    // Ctrl-C during exec kills the remote command and exits 130.
+    let mut waiting = Command::new(cli.bin)
+        .args([
+            "exec",
+            "box",
+            "--",
+            "sh",
+            "-c",
+            "echo $$ > /tmp/remote.pid; exec sleep 300",
+        ])
+        .env("HOST_SYSMGR_STATE_DIR", cli.state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut pid = String::new();
+    for _ in 0..200 {
+        pid = cli.ok(&[
+            "exec",
+            "box",
+            "--",
+            "sh",
+            "-c",
+            "cat /tmp/remote.pid 2>/dev/null || true",
+        ])?;
+        if !pid.trim().is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    ensure!(!pid.trim().is_empty(), "the remote command never started");
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    unsafe { libc::kill(waiting.id() as i32, libc::SIGINT) };
+    let status = waiting.wait()?;
+    ensure!(status.code() == Some(130), "{status:?}");
+    let probe = format!(
+        "kill -0 {} 2>/dev/null && echo alive || echo gone",
+        pid.trim()
+    );
+    let mut liveness = String::new();
+    for _ in 0..50 {
+        liveness = cli.ok(&["exec", "box", "--", "sh", "-c", &probe])?;
+        if liveness.trim() == "gone" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    ensure!(
+        liveness.trim() == "gone",
+        "the remote command outlived Ctrl-C: {liveness}"
+    );
+
     // cp both ways, into a folder as `docker cp` does; stat.
     std::fs::write(host.path().join("note.txt"), "hello guest\n")?;
     cli.ok(&[
