@@ -38,6 +38,7 @@ const TOP_KEYS: &[&str] = &[
     "skip_kernel_headers",
     "skip_guest_agent",
     "egress_proxy",
+    "enable_rosetta",
     "schema_version",
     "hostname",
     "dns_servers",
@@ -91,6 +92,11 @@ pub struct Config {
     pub skip_guest_agent: Option<bool>,
     /// Egress proxy whose CA goes into the image trust store.
     pub egress_proxy: Option<EgressProxy>,
+    /// Rosetta for x86_64 binaries on Apple-silicon hosts (virtiofs tag
+    /// `rosetta` + binfmt_misc); nothing to do on an x86_64 guest. Written
+    /// only when set, as the newest hypeman omits it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enable_rosetta: Option<bool>,
     /// Superset: schema version of this file ([`SCHEMA_VERSION`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schema_version: Option<u32>,
@@ -295,6 +301,7 @@ fn config_from_object(
         skip_kernel_headers: field(obj, "skip_kernel_headers", "")?,
         skip_guest_agent: field(obj, "skip_guest_agent", "")?,
         egress_proxy: egress_proxy(obj, unknown)?,
+        enable_rosetta: field(obj, "enable_rosetta", "")?,
         schema_version: field(obj, "schema_version", "")?,
         hostname: field(obj, "hostname", "")?,
         dns_servers: field(obj, "dns_servers", "")?,

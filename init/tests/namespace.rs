@@ -154,6 +154,13 @@ fn exit_codes_give_the_exact_messages() {
             "{}",
             out.text()
         );
+        // Also for 126/127: PROGRAM-START comes first, as a hypeman host sees it.
+        let text = out.text();
+        let start = text.find("HYPEMAN-PROGRAM-START ");
+        assert!(
+            start.is_some() && start < text.find("HYPEMAN-EXIT "),
+            "{text}"
+        );
         out.assert_powered_off();
     }
 }

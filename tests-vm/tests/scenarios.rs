@@ -70,6 +70,13 @@ fn exit_codes_and_signals() -> Result<()> {
     for (name, cmd, want) in cases {
         let out = Guest::new(name, cmd).run()?;
         expect_exit(&out, &format!("HYPEMAN-EXIT {want}"))?;
+        // PROGRAM-START before EXIT, also when the program could not start.
+        let start = out.log.find("HYPEMAN-PROGRAM-START ");
+        ensure!(
+            start.is_some() && start < out.log.find("HYPEMAN-EXIT "),
+            "{}",
+            out.log
+        );
     }
     Ok(())
 }

@@ -45,20 +45,28 @@ pub fn run<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> (i32, String)
     let kmsg = sys.kmsg_open();
     let app = match start_app(sys, config, &env) {
         Ok(Started::Running(pid)) => pid,
-        Ok(Started::ExecFailed(code)) => return finish(sys, ctx, code, false),
+        Ok(Started::ExecFailed(code, reason)) => {
+            program_start(sys);
+            report::error(sys, "exec", &reason);
+            return finish(sys, ctx, code, false);
+        }
         Err(e) => return report::fail(sys, ctx, &e),
     };
     let app_start = sys.boottime();
-    let (secs, nanos) = sys.realtime();
-    report::sentinel(
-        sys,
-        &guest_contract::sentinel::program_start(secs, nanos, InitMode::Exec),
-    );
+    program_start(sys);
     let summary = ctx.timing.summary(app_start);
     report::info(sys, "timing", &summary);
     let code = supervise(sys, app, agent);
     let oom = code == 137 && kmsg.is_some_and(|fd| oom_killed(sys, fd));
     finish(sys, ctx, code, oom)
+}
+
+fn program_start<S: Sys>(sys: &mut S) {
+    let (secs, nanos) = sys.realtime();
+    report::sentinel(
+        sys,
+        &guest_contract::sentinel::program_start(secs, nanos, InitMode::Exec),
+    );
 }
 
 /// Where the agent's `Info` reads init's phases.
@@ -120,7 +128,11 @@ fn app_env<S: Sys>(sys: &mut S, config: &Config) -> Result<AppEnv, BootError> {
 
 enum Started {
     Running(i32),
-    ExecFailed(i32),
+    /// The program could not be executed: its exit code and why. Reported
+    /// after PROGRAM-START, the order a hypeman host sees (it starts every
+    /// app through `/bin/sh -c`, so the start line precedes the shell's
+    /// failure).
+    ExecFailed(i32, String),
 }
 
 /// Exit code for an execve errno: not found → 127, not executable → 126.
@@ -154,12 +166,8 @@ fn start_app<S: Sys>(sys: &mut S, config: &Config, env: &AppEnv) -> Result<Start
         .map(|(_, v)| v.as_str())
         .unwrap_or("");
     let Some(path) = plan::resolve_program(arg0, path_var, |p| sys.is_executable(p)) else {
-        report::error(
-            sys,
-            "exec",
-            &format!("{arg0}: executable file not found in $PATH"),
-        );
-        return Ok(Started::ExecFailed(127));
+        let reason = format!("{arg0}: executable file not found in $PATH");
+        return Ok(Started::ExecFailed(127, reason));
     };
     let spec = SpawnSpec {
         path: path.clone(),
@@ -174,8 +182,8 @@ fn start_app<S: Sys>(sys: &mut S, config: &Config, env: &AppEnv) -> Result<Start
         Ok(child) => Ok(Started::Running(child.pid)),
         Err(SpawnError::Exec(errno)) => {
             let text = std::io::Error::from_raw_os_error(errno as i32);
-            report::error(sys, "exec", &format!("{path}: {text}"));
-            Ok(Started::ExecFailed(exec_errno_code(errno as i32)))
+            let code = exec_errno_code(errno as i32);
+            Ok(Started::ExecFailed(code, format!("{path}: {text}")))
         }
         Err(SpawnError::Setup { step, errno }) if step.starts_with("chdir") => fatal(
             InitFailure::Workdir,

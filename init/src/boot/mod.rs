@@ -371,6 +371,10 @@ fn read_config<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<Config, BootError> {
 /// Features of the contract this init does not serve yet: one ERROR line each,
 /// so nothing is silently dropped.
 fn report_unsupported<S: Sys>(sys: &mut S, c: &Config) {
+    if c.enable_rosetta == Some(true) && cfg!(target_arch = "x86_64") {
+        let msg = "enable_rosetta: not applicable on x86_64 (Rosetta serves Apple-silicon hosts); ignored";
+        report::info(sys, "config", msg);
+    }
     let mut missing = Vec::new();
     if c.network_enabled() {
         missing.push("network_enabled");

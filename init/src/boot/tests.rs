@@ -321,7 +321,14 @@ fn exec_not_found_is_127_and_not_executable_is_126() {
             exit_line(&f),
             format!("HYPEMAN-EXIT code={code} message=\"{msg}\"")
         );
-        assert!(!f.console.contains("HYPEMAN-PROGRAM-START"));
+        // PROGRAM-START, then why, then EXIT: the order a hypeman host sees.
+        let start = f
+            .console
+            .find("HYPEMAN-PROGRAM-START ")
+            .expect("start line");
+        let why = f.console.find("[hypeman-init:exec]").expect("error line");
+        let exit = f.console.find("HYPEMAN-EXIT ").expect("exit line");
+        assert!(start < why && why < exit, "{}", f.console);
         assert_eq!(f.calls.last().map(String::as_str), Some("power_off"));
     }
 }
@@ -540,6 +547,20 @@ fn unsupported_features_are_reported_not_dropped() {
 }
 
 #[test]
+fn enable_rosetta_is_a_known_key_with_nothing_to_do_on_x86_64() {
+    let mut f = ready_fake(r#"{"cmd":["/bin/app"],"enable_rosetta":true}"#);
+    assert_eq!(booted(&mut f).0, 0);
+    assert!(!f.console.contains("unknown"), "{}", f.console);
+    assert!(f
+        .console
+        .contains("[INFO] [hypeman-init:config] enable_rosetta: not applicable on x86_64"));
+    assert!(!f.console.contains("[ERROR]"), "{}", f.console);
+    let mut f = ready_fake(r#"{"cmd":["/bin/app"],"enable_rosetta":false}"#);
+    booted(&mut f);
+    assert!(!f.console.contains("rosetta"), "{}", f.console);
+}
+
+#[test]
 fn debug_shell_runs_before_the_failure_is_reported() {
     let mut f = ready_fake(MINIMAL);
     f.file("/bin/sh", b"");
@@ -647,9 +668,9 @@ fn command_not_on_path_is_127_without_exec() {
     f.non_exec.insert("/usr/bin/app".into());
     assert_eq!(booted(&mut f), (127, "command not found".to_string()));
     assert!(!f.calls.iter().any(|c| c.starts_with("spawn app")));
-    assert!(f
-        .console
-        .contains("app: executable file not found in $PATH"));
+    let why = f.console.find("app: executable file not found in $PATH");
+    let start = f.console.find("HYPEMAN-PROGRAM-START ");
+    assert!(start.is_some() && start < why, "{}", f.console);
 }
 
 #[test]
