@@ -199,7 +199,6 @@ fn spawn_pipes(mut cmd: Command, program: &str) -> Result<(Child, Io), Status> {
     let (stdin, Some(stdout), Some(stderr)) = taken else {
         return Err(Status::internal("the child's pipes are missing"));
     };
-    let stdin = stdin.map(Some).unwrap_or(None);
     Ok((
         child,
         Io::Pipes {
