@@ -8,6 +8,7 @@
 //! with its start time, so a recycled pid is never taken for the VMM.
 
 use crate::agent::Dialer;
+use guest_contract::sentinel::{scan_tail, TAIL_BYTES};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -223,10 +224,35 @@ impl Instance {
         start_ticks(self.info.vmm_pid) == Some(self.info.vmm_start_ticks)
     }
 
-    /// How it ended, once the monitor recorded it.
+    /// How it ended: what the monitor recorded, or — in the moment between
+    /// the VMM's end and the monitor's record — what the serial log says.
+    /// `None` while it runs.
     pub fn exit(&self) -> Option<ExitInfo> {
+        if let Some(recorded) = self.recorded_exit() {
+            return Some(recorded);
+        }
+        (!self.running()).then(|| exit_from_serial(&self.info.serial_log))
+    }
+
+    /// What the monitor wrote to `exit.json`, if it has.
+    pub fn recorded_exit(&self) -> Option<ExitInfo> {
         let text = std::fs::read(self.dir.join("exit.json")).ok()?;
         serde_json::from_slice(&text).ok()
+    }
+
+    /// Waits up to `timeout` for the monitor to record the end (it also
+    /// removes the disks); `true` once it has, or when the monitor is gone.
+    pub fn wait_recorded(&self, timeout: Duration) -> bool {
+        let deadline = crate::deadline::after(timeout);
+        loop {
+            if self.recorded_exit().is_some() || start_ticks(self.info.monitor_pid).is_none() {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// How to reach its agent.
@@ -253,6 +279,35 @@ impl Instance {
         }
         true
     }
+}
+
+/// How a VM ended, read from the last [`TAIL_BYTES`] of its serial log as
+/// a hypeman host reads it (no `HYPEMAN-EXIT` line: no code).
+pub fn exit_from_serial(serial: &Path) -> ExitInfo {
+    let exit = read_tail(serial).and_then(|t| scan_tail(&t).exit);
+    ExitInfo {
+        code: exit.as_ref().map(|e| e.0),
+        message: exit.map(|e| e.1),
+        ended: now(),
+    }
+}
+
+fn read_tail(path: &Path) -> Option<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(TAIL_BYTES as u64)))
+        .ok()?;
+    let mut buf = Vec::new();
+    f.take(TAIL_BYTES as u64).read_to_end(&mut buf).ok()?;
+    Some(buf)
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Field 22 (starttime) of `/proc/<pid>/stat`, if the process exists and is
@@ -322,10 +377,59 @@ mod tests {
         assert!(got.running());
         assert_eq!(store.list().unwrap().len(), 1);
         assert!(matches!(store.open("two"), Err(InstanceError::NotFound(_))));
+        assert_eq!(got.exit(), None, "running: no exit yet");
         std::fs::write(dir.join("instance.json"), "{").unwrap();
         assert!(matches!(
             store.open("one"),
             Err(InstanceError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn an_ended_vm_reads_its_exit_from_the_serial_log_until_the_monitor_records_it() {
+        let d = tempfile::tempdir().unwrap();
+        let serial = d.path().join("serial.log");
+        let mut log = b"boot\n".repeat(5000);
+        log.extend_from_slice(
+            b"HYPEMAN-EXIT code=143 message=\"killed by signal 15 (terminated)\"\n",
+        );
+        std::fs::write(&serial, &log).unwrap();
+        let inst = Instance {
+            dir: d.path().to_path_buf(),
+            info: InstanceInfo {
+                name: "gone".into(),
+                vmm_pid: 0,
+                vmm_start_ticks: 1,
+                monitor_pid: 0,
+                control_socket: None,
+                vsock_uds: None,
+                serial_log: serial.clone(),
+                command: vec![],
+                created: 1,
+                mode: "exec".into(),
+            },
+        };
+        assert!(!inst.running());
+        assert_eq!(inst.recorded_exit(), None);
+        let exit = inst.exit().unwrap();
+        assert_eq!(exit.code, Some(143));
+        assert_eq!(
+            exit.message.as_deref(),
+            Some("killed by signal 15 (terminated)")
+        );
+        assert!(
+            inst.wait_recorded(Duration::ZERO),
+            "no monitor left to wait for"
+        );
+        let recorded = ExitInfo {
+            code: Some(3),
+            message: None,
+            ended: 2,
+        };
+        write_json(&d.path().join("exit.json"), &recorded).unwrap();
+        assert_eq!(inst.exit(), Some(recorded), "the monitor's record wins");
+        std::fs::write(&serial, b"no sentinel\n").unwrap();
+        assert_eq!(exit_from_serial(&serial).code, None);
+        assert_eq!(exit_from_serial(&d.path().join("missing")).code, None);
     }
 }

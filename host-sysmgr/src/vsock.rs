@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 const MAX_REPLY: usize = 64;
 /// Pause between attempts.
 const RETRY_EVERY: Duration = Duration::from_millis(50);
+/// Longest wait for one attempt's reply. A backend may hold a connection
+/// without ever answering (vhost-device-vsock does while the guest's vsock
+/// driver is not up yet): such an attempt is dropped and a new one made.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Errors dialing a guest vsock port.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +96,7 @@ fn attempt(uds: &Path, port: u32, deadline: Instant) -> Result<UnixStream, Failu
     let mut stream = UnixStream::connect(uds)?;
     let left = deadline
         .saturating_duration_since(Instant::now())
-        .max(Duration::from_millis(1));
+        .clamp(Duration::from_millis(1), ATTEMPT_TIMEOUT);
     stream.set_read_timeout(Some(left))?;
     stream.set_write_timeout(Some(left))?;
     stream.write_all(format!("CONNECT {port}\n").as_bytes())?;
@@ -215,6 +219,27 @@ mod tests {
         let mut echo = [0u8; 4];
         s.read_exact(&mut echo).unwrap();
         assert_eq!(&echo, b"ping");
+        assert_eq!(server.join().unwrap(), "CONNECT 2222\n");
+    }
+
+    #[test]
+    fn an_attempt_the_backend_never_answers_is_dropped_and_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = thread::spawn(move || {
+            // Held open, never answered: a guest whose vsock is not up yet.
+            let (held, _) = listener.accept().unwrap();
+            let (mut s, _) = listener.accept().unwrap();
+            let connect = read_connect(&s);
+            s.write_all(b"OK 9\n").unwrap();
+            drop(held);
+            connect
+        });
+        let start = Instant::now();
+        let _s = dial(&path, 2222, Duration::from_secs(20)).unwrap();
+        let took = start.elapsed();
+        assert!(took >= ATTEMPT_TIMEOUT && took < Duration::from_secs(10), "{took:?}");
         assert_eq!(server.join().unwrap(), "CONNECT 2222\n");
     }
 

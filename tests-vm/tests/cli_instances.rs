@@ -52,6 +52,24 @@ impl Drop for StopOnDrop<'_> {
     }
 }
 
+/// The instance's own records, for a failure message.
+fn instance_files(dir: &Path) -> String {
+    let mut out = String::new();
+    for f in [
+        "monitor.log",
+        "exit.json",
+        "run/vmm.stderr",
+        "run/vhost.log",
+    ] {
+        let text = std::fs::read(dir.join(f)).unwrap_or_default();
+        let tail = &text[text.len().saturating_sub(4096)..];
+        out += &format!("--- {f}\n{}\n", String::from_utf8_lossy(tail));
+    }
+    let serial = std::fs::read(dir.join("serial.log")).unwrap_or_default();
+    let tail = &serial[serial.len().saturating_sub(4096)..];
+    out + &format!("--- serial.log (tail)\n{}", String::from_utf8_lossy(tail))
+}
+
 #[test]
 fn detach_exec_cp_stat_logs_stop_from_the_cli() -> Result<()> {
     let bins = tests_vm::artifacts::release_binaries()?;
@@ -103,7 +121,8 @@ fn detach_exec_cp_stat_logs_stop_from_the_cli() -> Result<()> {
     let rows: serde_json::Value = serde_json::from_str(&ps)?;
     ensure!(
         rows[0]["name"] == "box" && rows[0]["state"] == "running",
-        "{ps}"
+        "{ps}\n{}",
+        instance_files(&state.path().join("box"))
     );
 
     // exec: output, exit status, stdin.
@@ -210,6 +229,12 @@ fn detach_exec_cp_stat_logs_stop_from_the_cli() -> Result<()> {
     );
     let ps = cli.ok(&["ps"])?;
     ensure!(ps.contains("exited (143)"), "{ps}");
+    for disk in ["root.img", "overlay.img", "config.img"] {
+        ensure!(
+            !state.path().join("box").join(disk).exists(),
+            "{disk} outlived the stop"
+        );
+    }
     let gone = cli.run(&["exec", "box", "--", "true"], None)?;
     ensure!(gone.status.code() == Some(125), "{gone:?}");
     cli.ok(&["rm", "box"])?;

@@ -5,8 +5,7 @@
 
 use super::run::{attach_vsock, vm_config, RunArgs};
 use anyhow::{bail, Context, Result};
-use guest_contract::sentinel::scan_tail;
-use host_sysmgr::instance::{self, ExitInfo, InstanceInfo, Store};
+use host_sysmgr::instance::{self, InstanceInfo, Store};
 use host_sysmgr::vmm::qemu::Qemu;
 use host_sysmgr::vmm::Vm;
 use std::io::{Read, Write};
@@ -98,10 +97,11 @@ fn monitor(
         vm.wait_timeout(Duration::from_secs(1)),
         Ok(Some(_)) | Err(_)
     ) {}
-    record_exit(&dir, &cfg.serial_log);
+    // The disks go first: a recorded exit means the monitor is done.
     for disk in ["root.img", "overlay.img", "config.img"] {
         let _ = std::fs::remove_file(dir.join(disk));
     }
+    record_exit(&dir, &cfg.serial_log);
     0
 }
 
@@ -136,7 +136,7 @@ fn start_vm(
         vsock_uds: Some(vhost.uds_path.clone()),
         serial_log: cfg.serial_log.clone(),
         command: args.command.clone(),
-        created: now(),
+        created: instance::now(),
         mode: "exec".into(),
     };
     let dir = cfg.serial_log.parent().unwrap_or(Path::new("."));
@@ -145,18 +145,6 @@ fn start_vm(
 }
 
 fn record_exit(dir: &Path, serial: &Path) {
-    let log = std::fs::read(serial).unwrap_or_default();
-    let exit = scan_tail(&log).exit;
-    let info = ExitInfo {
-        code: exit.as_ref().map(|e| e.0),
-        message: exit.map(|e| e.1),
-        ended: now(),
-    };
+    let info = instance::exit_from_serial(serial);
     let _ = instance::write_json(&dir.join("exit.json"), &info);
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

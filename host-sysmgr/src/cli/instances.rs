@@ -310,6 +310,8 @@ pub fn stop(name: &str, timeout: u64) -> Result<u8> {
     };
     let mut target = Detached { instance: inst };
     let report = stop::stop(&mut target, &opts);
+    // The monitor records the end and removes the disks right after.
+    target.instance.wait_recorded(Duration::from_secs(5));
     let how = match report.by {
         stop::StoppedBy::AlreadyGone => "was not running",
         stop::StoppedBy::Agent => "stopped by the agent's Shutdown",
@@ -329,6 +331,8 @@ pub fn rm(name: &str) -> Result<u8> {
     if inst.running() {
         bail!("instance {name:?} is running; stop it first");
     }
+    // A monitor still finishing would write into the removed folder.
+    inst.wait_recorded(Duration::from_secs(5));
     inst.remove()?;
     Ok(0)
 }
