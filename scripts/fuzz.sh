@@ -6,6 +6,7 @@
 #   bash scripts/fuzz.sh                 # every target, 60 s each
 #   bash scripts/fuzz.sh -t 600 cpio qmp # two targets, 10 min each
 #   bash scripts/fuzz.sh --merge         # also merge new coverage into fuzz/corpus
+#   bash scripts/fuzz.sh -r 10000000 -t 1800  # 10 M execs each, at most 30 min
 #
 # Needs cargo-fuzz (`cargo install --locked cargo-fuzz`; installed on demand)
 # and runs on stable through RUSTC_BOOTSTRAP=1, with AddressSanitizer. New
@@ -16,13 +17,15 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 
 seconds=60
+runs=-1
 merge=0
 targets=()
 while [ $# -gt 0 ]; do
   case "$1" in
     -t|--seconds) seconds="$2"; shift 2 ;;
+    -r|--runs) runs="$2"; shift 2 ;;
     --merge) merge=1; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) targets+=("$1"); shift ;;
   esac
 done
@@ -49,9 +52,11 @@ for t in "${targets[@]}"; do
   before=$(find "$scratch" -type f | wc -l)
   log="$work/$t.log"
   status=0
+  started=$(date +%s)
   "$bindir/$t" "$scratch" "corpus/$t" -artifact_prefix="artifacts/$t/" \
-    -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048 -timeout=10 \
+    -max_total_time="$seconds" -runs="$runs" -print_final_stats=1 -rss_limit_mb=2048 -timeout=10 \
     >"$log" 2>&1 || status=$?
+  took=$(($(date +%s) - started))
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
   after=$(find "$scratch" -type f | wc -l)
@@ -61,7 +66,7 @@ for t in "${targets[@]}"; do
     crashes=$((crashes > 0 ? crashes : 1))
     echo "$t: exit $status; see $log" >&2
   fi
-  printf '| %s | %s | %s | %s | %s | %s |\n' "$t" "$seconds" "${execs:-?}" "${rate:-?}" \
+  printf '| %s | %s | %s | %s | %s | %s |\n' "$t" "$took" "${execs:-?}" "${rate:-?}" \
     "$((after - before))" "$crashes"
   if [ "$merge" -eq 1 ]; then
     # Adds to the checked-in corpus only the inputs that reach new coverage.

@@ -3,6 +3,7 @@
 //! suite includes the same files (`#[path]`) to replay the checked-in corpus
 //! (`corpus/<target>/`). A panic is a finding.
 
+pub mod agent;
 pub mod contract;
 pub mod host;
 pub mod initrd;

@@ -1,5 +1,5 @@
 //! The list of fuzz targets and the corpus replay shared by the stable test
-//! suites (`init`, `initrd-builder` and `host-sysmgr` each include this file
+//! suites (`init`, `initrd-builder`, `host-sysmgr` and `guest-agent` each include this file
 //! with `#[path]` and replay the targets of their group).
 
 use std::fs;
@@ -28,6 +28,7 @@ pub const TARGETS: &[(&str, &str)] = &[
     ("host", "qmp"),
     ("host", "vsock_handshake"),
     ("host", "agent_messages"),
+    ("agent", "network_request"),
 ];
 
 /// The fuzz crate's folder.

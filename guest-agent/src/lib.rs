@@ -4,12 +4,14 @@
 //!
 //! - [`exec`]: `Exec`, live output, tty, timeout, process-group kill.
 //! - [`copy_to`] / [`copy_from`]: files and trees in and out, atomically.
+//! - [`network`]: `ReconfigureNetwork` over rtnetlink.
 //! - [`system`]: `StatPath`, `Shutdown`, `SyncClock`, `GetGPUInitStatus`, `Info`.
 //! - [`readiness`]: telling init the agent listens.
 
 pub mod copy_from;
 pub mod copy_to;
 pub mod exec;
+pub mod network;
 pub mod pty;
 pub mod readiness;
 pub mod system;
@@ -31,6 +33,8 @@ pub struct AgentConfig {
     pub kmsg: PathBuf,
     /// init's boot timings (`name=micros` words).
     pub boot_timings: PathBuf,
+    /// Where `ReconfigureNetwork` writes DNS servers.
+    pub resolv_conf: PathBuf,
 }
 
 /// Where init leaves its boot timings for the agent.
@@ -44,6 +48,7 @@ impl Default for AgentConfig {
             machine: Arc::new(system::RealMachine),
             kmsg: PathBuf::from("/dev/kmsg"),
             boot_timings: PathBuf::from(BOOT_TIMINGS),
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
         }
     }
 }
@@ -79,6 +84,18 @@ where
         .add_service(service(config))
         .serve_with_incoming(incoming)
         .await
+}
+
+/// An error and its causes, `: `-separated (a gRPC status carries text only).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 type BoxStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
@@ -135,11 +152,11 @@ impl GuestService for Agent {
 
     async fn reconfigure_network(
         &self,
-        _request: Request<ReconfigureNetworkRequest>,
+        request: Request<ReconfigureNetworkRequest>,
     ) -> Result<Response<ReconfigureNetworkResponse>, Status> {
-        Err(Status::unimplemented(
-            "ReconfigureNetwork is not served by this agent release",
-        ))
+        let plan = network::NetPlan::from_request(request.get_ref())?;
+        network::apply(&plan, &self.config.resolv_conf).await?;
+        Ok(Response::new(ReconfigureNetworkResponse {}))
     }
 
     async fn sync_clock(

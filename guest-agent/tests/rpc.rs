@@ -56,6 +56,7 @@ impl Fixture {
             machine: machine.clone(),
             kmsg,
             boot_timings: dir.path().join("timings"),
+            resolv_conf: dir.path().join("resolv.conf"),
         };
         let listener = tokio::net::UnixListener::bind(&sock).unwrap();
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);

@@ -239,7 +239,10 @@ mod tests {
         let start = Instant::now();
         let _s = dial(&path, 2222, Duration::from_secs(20)).unwrap();
         let took = start.elapsed();
-        assert!(took >= ATTEMPT_TIMEOUT && took < Duration::from_secs(10), "{took:?}");
+        assert!(
+            took >= ATTEMPT_TIMEOUT && took < Duration::from_secs(10),
+            "{took:?}"
+        );
         assert_eq!(server.join().unwrap(), "CONNECT 2222\n");
     }
 

@@ -241,6 +241,19 @@ impl AgentClient {
         Ok(())
     }
 
+    /// `ReconfigureNetwork`: an empty field leaves that setting as it is
+    /// (an empty interface name means eth0).
+    pub async fn reconfigure_network(
+        &self,
+        msg: ReconfigureNetworkRequest,
+    ) -> Result<(), AgentError> {
+        let call =
+            |mut c: GuestServiceClient<Channel>, r| async move { c.reconfigure_network(r).await };
+        self.unary("ReconfigureNetwork", msg, self.timeouts.call, call)
+            .await?;
+        Ok(())
+    }
+
     /// `GetGPUInitStatus`.
     pub async fn gpu_status(&self) -> Result<GetGpuInitStatusResponse, AgentError> {
         let call =
