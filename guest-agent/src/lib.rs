@@ -4,10 +4,12 @@
 //!
 //! - [`exec`]: `Exec`, live output, tty, timeout, process-group kill.
 //! - [`copy_to`] / [`copy_from`]: files and trees in and out, atomically.
+//! - [`clock`]: following the host's PTP clock after a snapshot restore.
 //! - [`network`]: `ReconfigureNetwork` over rtnetlink.
 //! - [`system`]: `StatPath`, `Shutdown`, `SyncClock`, `GetGPUInitStatus`, `Info`.
 //! - [`readiness`]: telling init the agent listens.
 
+pub mod clock;
 pub mod copy_from;
 pub mod copy_to;
 pub mod exec;

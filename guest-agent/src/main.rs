@@ -1,7 +1,7 @@
 //! `guest-agent`: serves `guest.GuestService` on vsock (port 2222 by
 //! default) and tells init it is ready once it listens.
 
-use guest_agent::{readiness, AgentConfig};
+use guest_agent::{clock, readiness, AgentConfig};
 use std::io::Write;
 use std::process::ExitCode;
 use tokio_vsock::{VsockAddr, VsockListener, VMADDR_CID_ANY};
@@ -15,10 +15,12 @@ guest-agent: the guest side of the host <-> guest channel
 USAGE: guest-agent [--port N]
 
 Serves the gRPC service guest.GuestService (Exec, CopyToGuest, CopyFromGuest,
-StatPath, Shutdown, SyncClock, GetGPUInitStatus, Info) on vsock port N
+StatPath, Shutdown, ReconfigureNetwork, SyncClock, GetGPUInitStatus, Info) on vsock port N
 (default 2222, env HYPEMAN_AGENT_PORT). Once it listens it signals readiness:
 prints HYPEMAN-AGENT-READY on stdout, writes one byte to the fd named by
 HYPEMAN_AGENT_READY_FD and creates the file named by HYPEMAN_AGENT_READY_FILE.
+With /dev/ptp0 (kvm-ptp) it keeps the clock within 1 s of the host's: every
+30 s, and at once when the kernel logs a VM fork (a snapshot restore).
 
 OPTIONS:
   --port N     vsock port to listen on
@@ -81,8 +83,34 @@ fn serve(port: u32) -> std::io::Result<()> {
         })?;
         readiness::announce()?;
         let _ = std::io::stdout().flush();
-        guest_agent::serve(AgentConfig::default(), listener.incoming())
+        let config = AgentConfig::default();
+        follow_ptp_clock(&config);
+        guest_agent::serve(config, listener.incoming())
             .await
             .map_err(std::io::Error::other)
     })
+}
+
+/// With a kvm-ptp device, keep the clock on the host's (snapshot restores).
+fn follow_ptp_clock(config: &AgentConfig) {
+    let path = std::path::Path::new(clock::PTP_DEVICE);
+    if !path.exists() {
+        return;
+    }
+    match clock::PtpClock::open(path) {
+        Ok(ptp) => {
+            let forks = clock::watch_forks(config.kmsg.clone());
+            let machine = config.machine.clone();
+            tokio::spawn(clock::follow(
+                Box::new(ptp),
+                machine,
+                forks,
+                clock::CHECK_EVERY,
+            ));
+        }
+        Err(e) => eprintln!(
+            "guest-agent: {}: {e}; the clock is not followed",
+            path.display()
+        ),
+    }
 }
