@@ -14,7 +14,7 @@ use host_sysmgr::disks::{self, RootFs};
 use host_sysmgr::stop::{StopOptions, StopReport};
 use host_sysmgr::vmm::qemu::Qemu;
 use host_sysmgr::vmm::vhost_vsock::VhostVsock;
-use host_sysmgr::vmm::{Disk, Machine, Vm, VmConfig, Vsock};
+use host_sysmgr::vmm::{Disk, Machine, Nic, Vm, VmConfig, Vsock};
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -63,6 +63,8 @@ pub struct Guest {
     pub initrd: Variant,
     /// Attach vsock (vhost-device-vsock).
     pub vsock: bool,
+    /// Attach a user-mode NIC (loopback-only forwards).
+    pub nic: Option<Nic>,
     /// Kernel; Debian's when `None`.
     pub kernel: Option<Kernel>,
     /// Machine model.
@@ -90,6 +92,7 @@ impl Guest {
             cmdline: String::new(),
             initrd: Variant::default(),
             vsock: false,
+            nic: None,
             kernel: None,
             machine: Machine::Q35,
             quiet_kernel: true,
@@ -222,6 +225,7 @@ impl Guest {
         cfg.initrd = Some(initrd);
         cfg.memory_mib = self.memory_mib;
         cfg.machine = self.machine;
+        cfg.nic = self.nic.clone();
         let quiet = if self.quiet_kernel { "loglevel=4 " } else { "" };
         cfg.cmdline = format!("console=ttyS0 {quiet}{}", self.cmdline)
             .trim()

@@ -1,6 +1,7 @@
 //! The guest agent in a real VM, reached from the host over vhost-device-vsock
 //! (the hybrid-vsock handshake of Cloud Hypervisor and Firecracker): Exec,
-//! copies, stat, and the graceful stop a hypeman host performs.
+//! copies, stat, ReconfigureNetwork on a virtio NIC, and the graceful stop a
+//! hypeman host performs.
 
 use anyhow::{ensure, Context, Result};
 use host_sysmgr::agent::exec::command;
@@ -38,9 +39,53 @@ fn sha256_hex(data: &[u8]) -> String {
     format!("{:x}", sha2::Sha256::digest(data))
 }
 
+/// `sh -c script` in the guest; its stdout.
+async fn guest_sh(client: &AgentClient, script: &str) -> Result<String> {
+    let out = client.exec(command(&["sh", "-c", script]), b"").await?;
+    ensure!(out.exit_code == 0, "{script}: {out:?}");
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// ReconfigureNetwork on the VM's virtio NIC, read back with busybox `ip`.
+async fn reconfigure_network(client: &AgentClient) -> Result<()> {
+    let req = guest_proto::ReconfigureNetworkRequest {
+        interface_name: "eth0".into(),
+        mac: "02:00:00:00:be:ef".into(),
+        ipv4: "10.0.2.15".into(),
+        prefix: 24,
+        gateway: "10.0.2.2".into(),
+        dns_servers: vec!["10.0.2.3".into()],
+    };
+    client.reconfigure_network(req).await?;
+    let link = guest_sh(client, "busybox ip -o link show eth0").await?;
+    ensure!(
+        link.contains("02:00:00:00:be:ef") && link.contains(",UP"),
+        "{link}"
+    );
+    let addr = guest_sh(client, "busybox ip -o -4 addr show dev eth0").await?;
+    ensure!(addr.contains("inet 10.0.2.15/24"), "{addr}");
+    let route = guest_sh(client, "busybox ip route").await?;
+    ensure!(
+        route
+            .lines()
+            .any(|l| l.starts_with("default via 10.0.2.2 dev eth0")),
+        "{route}"
+    );
+    let resolv = guest_sh(client, "cat /etc/resolv.conf").await?;
+    ensure!(resolv == "nameserver 10.0.2.3\n", "{resolv:?}");
+    Ok(())
+}
+
 #[test]
 fn exec_copy_and_stat_over_vsock_then_shutdown_stops_the_app() -> Result<()> {
-    let r = boot("agent-rpcs", &["/bin/sleep", "600"])?;
+    let mut g = Guest::new("agent-rpcs", &["/bin/sleep", "600"]);
+    g.vsock = true;
+    g.nic = Some(host_sysmgr::vmm::Nic {
+        host_forwards: vec![],
+        mac: Some("02:00:00:00:00:01".into()),
+    });
+    let mut r = g.start()?;
+    r.wait_line("HYPEMAN-AGENT-READY ts=")?;
     let release = tests_vm::kernel::debian()?.release;
     let host = tempfile::tempdir()?;
     let payload: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
@@ -69,7 +114,7 @@ fn exec_copy_and_stat_over_vsock_then_shutdown_stops_the_app() -> Result<()> {
         let st = client.stat("/etc/marker", false).await?;
         ensure!(st.exists && st.is_file && st.size == 11, "{st:?}");
         ensure!(!client.stat("/no/such/file", false).await?.exists);
-        Ok(())
+        reconfigure_network(&client).await
     })?;
     let (report, out) = r.stop(StopOptions::default());
     ensure!(report.by == StoppedBy::Agent, "{report:?}\n{}", out.log);
