@@ -409,3 +409,61 @@ fn reaches(index: &Index, from: &str, to: &str) -> bool {
     }
     false
 }
+
+/// The network keys of a config: accepted settings write a resolv.conf of
+/// only `nameserver <ip>` lines and one final `search` line (no line can be
+/// injected through a key), an address with a prefix of 1-32, an MTU of
+/// 68-65535; checking is deterministic.
+pub fn check_netconfig(data: &[u8]) {
+    let Ok(parsed) = parse_config(data) else {
+        return;
+    };
+    let Ok(Some(s)) = guest_contract::network::NetSettings::from_config(&parsed.config) else {
+        return;
+    };
+    if let Some((_, prefix)) = s.address {
+        assert!((1..=32).contains(&prefix));
+    }
+    if let Some(mtu) = s.mtu {
+        assert!(guest_contract::network::MTU_RANGE.contains(&mtu));
+    }
+    if let Some(text) = s.resolv_conf() {
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines.len(),
+            s.dns.len() + usize::from(!s.search.is_empty()),
+            "{text:?}"
+        );
+        for (line, server) in lines.iter().zip(&s.dns) {
+            assert_eq!(*line, format!("nameserver {server}"));
+        }
+        assert!(text.ends_with('\n') && !text.contains('\r') && !text.contains('\0'));
+    }
+    let again = guest_contract::network::NetSettings::from_config(&parsed.config);
+    assert_eq!(again, Ok(Some(s)));
+}
+
+/// rtnetlink replies (a u32 sequence number, then one datagram): the parser
+/// never panics, and a reply it finds belongs to that sequence number; our
+/// own requests are never taken for a reply.
+pub fn check_rtnl_reply(data: &[u8]) {
+    use guest_contract::rtnl::{self, Reply};
+    let Some((seq, datagram)) = data.split_first_chunk::<4>() else {
+        return;
+    };
+    let seq = u32::from_ne_bytes(*seq);
+    if let Reply::Ack | Reply::Refused(_) = rtnl::reply(datagram, seq) {
+        assert!(datagram.len() >= rtnl::HEADER_LEN + 4);
+    }
+    if let Reply::Refused(e) = rtnl::reply(datagram, seq) {
+        assert!(e != 0);
+    }
+    let ip = std::net::Ipv4Addr::new(10, 0, 2, 15);
+    for own in [
+        rtnl::link_up(seq, seq, Some(seq)),
+        rtnl::add_ipv4(seq, seq, ip, (seq % 33) as u8),
+        rtnl::default_route(seq, seq, ip),
+    ] {
+        assert_eq!(rtnl::reply(&own, seq), Reply::Other);
+    }
+}

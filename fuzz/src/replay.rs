@@ -19,6 +19,8 @@ pub const TARGETS: &[(&str, &str)] = &[
     ("contract", "input_event"),
     ("contract", "kmsg"),
     ("contract", "modindex"),
+    ("contract", "netconfig"),
+    ("contract", "rtnl_reply"),
     ("initrd", "cpio"),
     ("initrd", "decompress"),
     ("initrd", "elf"),

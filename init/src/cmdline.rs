@@ -38,6 +38,10 @@ pub struct Options {
     pub debug_shell: bool,
     /// Test-only: panic on purpose (honoured only in test mode).
     pub test_panic: bool,
+    /// Test-only: init runs in a network namespace of its own, so test mode
+    /// may configure the network (never set it for a namespace that shares
+    /// the host's network).
+    pub test_net: bool,
     /// Options init did not understand but that look like ours (`hypeman.*`).
     pub unknown: Vec<String>,
     /// Which of root, overlay, config were named on the command line.
@@ -104,6 +108,7 @@ impl Options {
             load_modules: true,
             debug_shell: false,
             test_panic: false,
+            test_net: false,
             unknown: Vec::new(),
             explicit: [false; 3],
         };
@@ -131,6 +136,7 @@ impl Options {
                 "hypeman.modules" => o.load_modules = flag(val),
                 "hypeman.debug_shell" => o.debug_shell = flag(val),
                 "hypeman.test_panic" => o.test_panic = flag(val),
+                "hypeman.test_net" => o.test_net = flag(val),
                 k if k.starts_with("hypeman.") => o.unknown.push(word.clone()),
                 _ => {}
             }

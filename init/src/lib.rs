@@ -12,6 +12,8 @@
 //! - [`cmdline`]: the kernel command line options init understands.
 //! - [`modindex`]: `modules.dep`, `modules.softdep`, `modules.alias` and the
 //!   module load order.
+//! - [`network`]: the network a config asks for, checked, and its resolv.conf.
+//! - [`rtnl`]: the rtnetlink requests init sends and the ACK parser.
 //! - [`userdb`]: `/etc/passwd`, `/etc/group` and the `user` field's resolution.
 //! - [`fsdetect`]: root filesystem detection from superblock magic numbers.
 //! - [`sysctl`]: validation of `sysctls` keys and values, and of `hostname`.
@@ -26,7 +28,9 @@ pub mod input_event;
 pub mod kmsg;
 pub mod log;
 pub mod modindex;
+pub mod network;
 pub mod quote;
+pub mod rtnl;
 pub mod sentinel;
 pub mod sysctl;
 pub mod time;

@@ -29,6 +29,8 @@ fn contract_corpus() {
             ("input_event", checks::check_input_event),
             ("kmsg", checks::check_kmsg),
             ("modindex", checks::check_modindex),
+            ("netconfig", checks::check_netconfig),
+            ("rtnl_reply", checks::check_rtnl_reply),
         ],
     );
 }

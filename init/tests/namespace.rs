@@ -428,3 +428,51 @@ fn a_symlinked_run_in_the_image_becomes_a_tmpfs_directory() {
     );
     assert_eq!(out.exit_line(), r#"HYPEMAN-EXIT code=0 message="success""#);
 }
+
+#[test]
+fn the_network_is_configured_over_netlink_in_a_namespace_of_its_own() {
+    let script = "echo '--- addr'; busybox ip -o -4 addr show dev eth0 | awk '{print $4}'; \
+                  echo '--- link'; busybox ip -o link show eth0 | grep -o 'mtu [0-9]*'; \
+                  busybox ip -o link show lo | grep -q UP && echo lo-up; \
+                  echo '--- route'; busybox ip route show | grep default; \
+                  echo '--- resolv'; cat /etc/resolv.conf; echo '--- end'";
+    let extra = r#","network_enabled":true,"guest_ip":"10.0.2.15","guest_cidr":24,"guest_gw":"10.0.2.2","guest_dns":"10.0.2.3","search_domains":["corp.example"],"mtu":1400"#;
+    let mut s = Scenario::new(&config(&["/bin/sh", "-c", script], extra));
+    s.net = true;
+    let out = s.boot();
+    let c = &out.console;
+    assert_eq!(
+        lines_after(c, "--- addr"),
+        ["10.0.2.15/24"],
+        "{}",
+        out.text()
+    );
+    assert_eq!(lines_after(c, "--- link"), ["mtu 1400", "lo-up"]);
+    let route = lines_after(c, "--- route");
+    assert!(
+        route.len() == 1 && route[0].starts_with("default via 10.0.2.2 dev eth0"),
+        "{route:?}"
+    );
+    assert_eq!(
+        lines_after(c, "--- resolv"),
+        ["nameserver 10.0.2.3", "search corp.example"]
+    );
+    assert!(out.text().contains(
+        "[INFO] [hypeman-init:network] eth0 10.0.2.15/24 via 10.0.2.2 mtu 1400 dns 10.0.2.3"
+    ));
+    assert_eq!(out.exit_line(), r#"HYPEMAN-EXIT code=0 message="success""#);
+}
+
+#[test]
+fn no_eth0_in_its_namespace_is_the_network_failure() {
+    let extra = r#","network_enabled":true,"guest_ip":"10.0.2.15","guest_cidr":24"#;
+    let mut s = Scenario::new(&config(&["/bin/true"], extra));
+    s.net = true;
+    s.no_eth0 = true;
+    let out = s.boot();
+    let exit = out.exit_line();
+    assert!(
+        exit.starts_with("HYPEMAN-EXIT code=77 message=\"init: network: wait for eth0: "),
+        "{exit}"
+    );
+}

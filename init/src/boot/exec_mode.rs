@@ -19,6 +19,9 @@ pub fn run<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> (i32, String)
     if let Err(e) = super::system::apply(sys, ctx, config) {
         return report::fail(sys, ctx, &e);
     }
+    if let Err(e) = network(sys, ctx, config) {
+        return report::fail(sys, ctx, &e);
+    }
     let env = app_env(sys, config);
     let env = match env {
         Ok(e) => e,
@@ -59,6 +62,21 @@ pub fn run<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> (i32, String)
     let code = supervise(sys, app, agent);
     let oom = code == 137 && kmsg.is_some_and(|fd| oom_killed(sys, fd));
     finish(sys, ctx, code, oom)
+}
+
+/// The network step; in test mode only inside a network namespace of the
+/// test's own (`hypeman.test_net=1`), never the host's.
+fn network<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> Result<(), BootError> {
+    if ctx.test_mode && !ctx.opts.test_net && config.network_enabled() {
+        let msg = "test mode: network not configured (no hypeman.test_net=1)";
+        report::info(sys, "network", msg);
+        return Ok(());
+    }
+    super::network::apply(sys, config)?;
+    if config.network_enabled() {
+        ctx.timing.mark("network", sys.boottime());
+    }
+    Ok(())
 }
 
 fn program_start<S: Sys>(sys: &mut S) {

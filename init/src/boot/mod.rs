@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod exec_mode;
+pub mod network;
 pub mod plan;
 pub mod report;
 pub mod system;
@@ -376,9 +377,6 @@ fn report_unsupported<S: Sys>(sys: &mut S, c: &Config) {
         report::info(sys, "config", msg);
     }
     let mut missing = Vec::new();
-    if c.network_enabled() {
-        missing.push("network_enabled");
-    }
     if c.volume_mounts.as_ref().is_some_and(|v| !v.is_empty()) {
         missing.push("volume_mounts");
     }
@@ -391,12 +389,7 @@ fn report_unsupported<S: Sys>(sys: &mut S, c: &Config) {
     {
         missing.push("egress_proxy");
     }
-    let superset = [
-        ("dns_servers", c.dns_servers.is_some()),
-        ("search_domains", c.search_domains.is_some()),
-        ("mtu", c.mtu.is_some()),
-        ("kernel_modules", c.kernel_modules.is_some()),
-    ];
+    let superset = [("kernel_modules", c.kernel_modules.is_some())];
     missing.extend(superset.iter().filter(|(_, set)| *set).map(|(k, _)| *k));
     for m in missing {
         let msg = format!("{m} is not supported by this init yet; ignored");

@@ -532,15 +532,9 @@ fn inherit_console_keeps_fds() {
 #[test]
 fn unsupported_features_are_reported_not_dropped() {
     let mut f = ready_fake(
-        r#"{"cmd":["/bin/app"],"network_enabled":true,"volume_mounts":[{"device":"/dev/vdd","path":"/data"}]}"#,
+        r#"{"cmd":["/bin/app"],"volume_mounts":[{"device":"/dev/vdd","path":"/data"}]}"#,
     );
     assert_eq!(booted(&mut f).0, 0);
-    assert!(
-        f.console
-            .contains("[ERROR] [hypeman-init:config] network_enabled is not supported"),
-        "{}",
-        f.console
-    );
     assert!(f
         .console
         .contains("[ERROR] [hypeman-init:config] volume_mounts is not supported"));
@@ -732,9 +726,7 @@ fn superset_fields_not_served_yet_are_reported() {
     let mut f = ready_fake(r#"{"cmd":["/bin/app"],"mtu":1400,"kernel_modules":["x"],"user":"0"}"#);
     f.file("/etc/passwd", b"root:x:0:0::/root:/bin/sh\n");
     assert_eq!(booted(&mut f).0, 0);
-    assert!(f
-        .console
-        .contains("[hypeman-init:config] mtu is not supported"));
+    assert!(!f.console.contains("mtu is not supported"));
     assert!(f
         .console
         .contains("[hypeman-init:config] kernel_modules is not supported"));
@@ -1176,4 +1168,105 @@ fn a_first_start_that_fails_is_one_error_and_is_retried() {
     let starts = agent_spawn_clock(&f);
     assert_eq!(starts.len(), 2);
     assert_after(starts[0], starts[1], 1000);
+}
+
+const NETWORK: &str = r#"{"cmd":["/bin/app"],"network_enabled":true,"guest_ip":"10.0.2.15","guest_cidr":24,"guest_gw":"10.0.2.2","guest_dns":"10.0.2.3","dns_servers":["10.0.2.4"],"search_domains":["corp.example"],"mtu":1400}"#;
+
+#[test]
+fn network_is_configured_over_netlink_before_the_agent_and_the_app() {
+    let mut f = ready_fake(NETWORK);
+    assert_eq!(booted(&mut f).0, 0);
+    let order = [
+        "switch_root",
+        "net wait lo 0ms",
+        "net up 1",
+        "net wait eth0 5000ms",
+        "net addr 2 10.0.2.15/24",
+        "net up 2 mtu 1400",
+        "net route 2 via 10.0.2.2",
+        "write /etc/resolv.conf",
+        "spawn /opt/hypeman/guest-agent",
+        "spawn /bin/app",
+    ];
+    let at: Vec<usize> = order.iter().map(|c| index(&f, c)).collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{:#?}", f.calls);
+    assert_eq!(
+        f.files["/etc/resolv.conf"],
+        b"nameserver 10.0.2.3\nnameserver 10.0.2.4\nsearch corp.example\n"
+    );
+    assert!(f.console.contains(
+        "[INFO] [hypeman-init:network] eth0 10.0.2.15/24 via 10.0.2.2 mtu 1400 dns 10.0.2.3,10.0.2.4"
+    ));
+}
+
+#[test]
+fn only_what_is_given_is_configured() {
+    let mut f = ready_fake(r#"{"cmd":["/bin/app"],"network_enabled":true}"#);
+    assert_eq!(booted(&mut f).0, 0);
+    assert_eq!(
+        f.calls_with("net "),
+        [
+            "net wait lo 0ms",
+            "net up 1",
+            "net wait eth0 5000ms",
+            "net up 2"
+        ]
+    );
+    assert!(!f.files.contains_key("/etc/resolv.conf"));
+    let mut off =
+        ready_fake(r#"{"cmd":["/bin/app"],"network_enabled":false,"guest_ip":"10.0.2.15"}"#);
+    assert_eq!(booted(&mut off).0, 0);
+    assert!(off.calls_with("net ").is_empty());
+}
+
+#[test]
+fn network_failures_end_the_boot_with_77_before_the_app() {
+    let mut no_link = ready_fake(NETWORK);
+    no_link.net_links.remove("eth0");
+    booted(&mut no_link);
+    assert_init_failure(
+        &no_link,
+        InitFailure::Network,
+        "wait for eth0: no interface eth0",
+    );
+    for (kind, detail) in [
+        ("addr", "eth0 address 10.0.2.15/24: "),
+        ("route", "default route via 10.0.2.2: "),
+        ("up", "lo up: "),
+    ] {
+        let mut f = ready_fake(NETWORK);
+        f.failing_net.insert(kind.into());
+        booted(&mut f);
+        assert_init_failure(&f, InitFailure::Network, detail);
+        assert!(f.calls_with("spawn /bin/app").is_empty(), "{kind}");
+    }
+}
+
+#[test]
+fn bad_network_keys_are_a_config_failure() {
+    let mut f = ready_fake(
+        r#"{"cmd":["/bin/app"],"network_enabled":true,"guest_ip":"10.0.2.300","guest_cidr":24}"#,
+    );
+    booted(&mut f);
+    assert_init_failure(&f, InitFailure::ConfigInvalid, "guest_ip: ");
+    assert!(f.calls_with("net ").is_empty());
+}
+
+#[test]
+fn test_mode_configures_the_network_only_in_its_own_namespace() {
+    for (extra, configured) in [("", false), (" hypeman.test_net=1", true)] {
+        let mut f = ready_fake(NETWORK);
+        for dev in ["/dev/loop1", "/dev/loop2", "/dev/loop3"] {
+            f.file(dev, &crate::sys::fake::ext4_head());
+        }
+        let cmdline = format!(
+            "hypeman.root=/dev/loop1 hypeman.overlay=/dev/loop2 hypeman.config=/dev/loop3{extra}"
+        );
+        assert_eq!(run(&mut f, &test_mode_inputs(&cmdline)).0, 0);
+        assert_eq!(!f.calls_with("net ").is_empty(), configured, "{extra}");
+        assert_eq!(
+            f.console.contains("test mode: network not configured"),
+            !configured
+        );
+    }
 }

@@ -4,6 +4,7 @@
 use super::{Child, Event, Mount, Readiness, SpawnError, SpawnSpec, Sys};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 /// The fake system.
@@ -49,6 +50,10 @@ pub struct FakeSys {
     pub spawned: Vec<SpawnSpec>,
     /// The clock (ms) at each spawn, in the order of `spawned`.
     pub spawn_clock: Vec<u64>,
+    /// Network interfaces that exist (name → index); `lo` and `eth0` by default.
+    pub net_links: BTreeMap<String, u32>,
+    /// Netlink request kinds (`up`, `addr`, `route`) that fail with EPERM.
+    pub failing_net: BTreeSet<String>,
     /// Fake clock (ms), advanced by each boottime() read.
     pub clock_ms: std::cell::Cell<u64>,
     next_pid: i32,
@@ -65,6 +70,8 @@ impl FakeSys {
             pid: 1,
             ..FakeSys::default()
         };
+        f.net_links.insert("lo".into(), 1);
+        f.net_links.insert("eth0".into(), 2);
         for dev in ["/dev/vda", "/dev/vdb", "/dev/vdc"] {
             f.files.insert(dev.into(), Vec::new());
         }
@@ -307,5 +314,34 @@ impl Sys for FakeSys {
     }
     fn power_off(&mut self) {
         self.record("power_off".into());
+    }
+    fn net_wait_link(&mut self, name: &str, timeout: Duration) -> io::Result<u32> {
+        self.record(format!("net wait {name} {}ms", timeout.as_millis()));
+        self.net_links
+            .get(name)
+            .copied()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, format!("no interface {name}")))
+    }
+    fn net_link_up(&mut self, index: u32, mtu: Option<u32>) -> io::Result<()> {
+        let mtu = mtu.map(|m| format!(" mtu {m}")).unwrap_or_default();
+        self.net_call("up", format!("net up {index}{mtu}"))
+    }
+    fn net_add_ipv4(&mut self, index: u32, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
+        self.net_call("addr", format!("net addr {index} {addr}/{prefix}"))
+    }
+    fn net_default_route(&mut self, index: u32, gw: Ipv4Addr) -> io::Result<()> {
+        self.net_call("route", format!("net route {index} via {gw}"))
+    }
+}
+
+impl FakeSys {
+    /// Records a netlink request, failing it with EPERM when its kind is in
+    /// `failing_net`.
+    fn net_call(&mut self, kind: &str, call: String) -> io::Result<()> {
+        self.record(call);
+        if self.failing_net.contains(kind) {
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
+        Ok(())
     }
 }

@@ -4,6 +4,7 @@
 //! ([`real::RealSys`]) holds all the `unsafe`; the recording fake (`fake`, tests
 //! only) lets the whole boot sequence run without a VM.
 
+pub mod netlink;
 pub mod real;
 
 #[cfg(test)]
@@ -12,6 +13,7 @@ pub mod fake;
 pub use guest_contract::userdb::Credentials;
 use nix::errno::Errno;
 use std::io;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 /// Filesystem magic of ramfs (statfs f_type).
@@ -221,6 +223,14 @@ pub trait Sys {
     fn sync(&mut self);
     /// reboot(RB_POWER_OFF). Returns only in the fake, or when not PID 1.
     fn power_off(&mut self);
+    /// Waits up to `timeout` for network interface `name`; its index.
+    fn net_wait_link(&mut self, name: &str, timeout: Duration) -> io::Result<u32>;
+    /// Sets link `index` up, with `mtu` when given.
+    fn net_link_up(&mut self, index: u32, mtu: Option<u32>) -> io::Result<()>;
+    /// Adds IPv4 `addr/prefix` to link `index`.
+    fn net_add_ipv4(&mut self, index: u32, addr: Ipv4Addr, prefix: u8) -> io::Result<()>;
+    /// Replaces the default IPv4 route: via `gw` on link `index`.
+    fn net_default_route(&mut self, index: u32, gw: Ipv4Addr) -> io::Result<()>;
 }
 
 /// Why a child could not be started. The cause is the `source`, never part

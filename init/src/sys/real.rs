@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 use std::ffi::CString;
 use std::fs;
 use std::io::{self, Read, Write};
+use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
@@ -373,6 +374,22 @@ impl Sys for RealSys {
             std::process::exit(1);
         }
         let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    }
+
+    fn net_wait_link(&mut self, name: &str, timeout: Duration) -> io::Result<u32> {
+        super::netlink::wait_link(name, timeout)
+    }
+
+    fn net_link_up(&mut self, index: u32, mtu: Option<u32>) -> io::Result<()> {
+        super::netlink::Rtnl::open()?.link_up(index, mtu)
+    }
+
+    fn net_add_ipv4(&mut self, index: u32, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
+        super::netlink::Rtnl::open()?.add_ipv4(index, addr, prefix)
+    }
+
+    fn net_default_route(&mut self, index: u32, gw: Ipv4Addr) -> io::Result<()> {
+        super::netlink::Rtnl::open()?.default_route(index, gw)
     }
 }
 

@@ -86,6 +86,15 @@ impl Drop for LoopDisk {
     }
 }
 
+/// The host's iproute2 `ip`, which can make the bridge standing in for eth0.
+fn ip_tool() -> String {
+    ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("iproute2's ip (apt-get install iproute2)")
+        .to_string()
+}
+
 /// A folder of busybox + a passwd database + a marker file.
 pub fn busybox_rootfs(dir: &Path) {
     for d in [
@@ -167,6 +176,11 @@ pub struct Scenario {
     pub files: Vec<(String, String, u32)>,
     /// Entries of the image rootfs replaced by symlinks (path relative, target).
     pub symlinks: Vec<(String, String)>,
+    /// A network namespace of its own with an `eth0` (a bridge: these hosts
+    /// have no dummy or veth driver), and `hypeman.test_net=1`.
+    pub net: bool,
+    /// With `net`: leave the namespace without eth0.
+    pub no_eth0: bool,
 }
 
 impl Scenario {
@@ -180,6 +194,8 @@ impl Scenario {
             agent: None,
             files: Vec::new(),
             symlinks: Vec::new(),
+            net: false,
+            no_eth0: false,
         }
     }
 }
@@ -258,6 +274,11 @@ fn set_mode(p: &Path, mode: u32) {
 /// Namespace entry: mount the new root, pivot into it, drop the host root, exec /init.
 const LAUNCHER: &str = r#"
 set -e
+if [ -n "$IP_TOOL" ]; then
+  # Only in a fresh network namespace: nothing but lo.
+  [ "$("$IP_TOOL" -o link show | wc -l)" = 1 ]
+  [ -n "$NO_ETH0" ] || "$IP_TOOL" link add eth0 type bridge
+fi
 if [ -n "$DIRECT_DEV" ]; then
   mount -t ext4 -o ro "$DIRECT_DEV" "$NEWROOT"
 else
@@ -340,6 +361,10 @@ impl Scenario {
         let newroot = w.join("newroot");
         std::fs::create_dir_all(&newroot).unwrap();
         let mut cmd = Command::new("unshare");
+        if self.net {
+            cmd.arg("--net");
+            cmdline.push_str(" hypeman.test_net=1");
+        }
         cmd.args([
             "--pid",
             "--mount",
@@ -352,6 +377,8 @@ impl Scenario {
         .args([BUSYBOX, "sh", "-c", LAUNCHER])
         .env_clear()
         .env("PATH", "/bin:/usr/bin:/sbin:/usr/sbin")
+        .env("IP_TOOL", if self.net { ip_tool() } else { String::new() })
+        .env("NO_ETH0", if self.no_eth0 { "1" } else { "" })
         .env("HYPEMAN_INIT_CMDLINE", cmdline.trim())
         .env("NEWROOT", &newroot)
         .env("STAGE", &stage)

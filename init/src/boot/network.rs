@@ -1,0 +1,78 @@
+//! Network (`network_enabled`): lo and eth0 up, eth0's IPv4 address, the
+//! default route and its MTU over netlink from PID 1 (no `ip`, no shell),
+//! then `/etc/resolv.conf` in the new root. Runs after the switch, before
+//! the agent and the app. A key init cannot use is a config failure (65);
+//! an interface that never appears or a request the kernel refuses ends the
+//! boot with the network failure (77): an app that asked for a network
+//! never runs without one.
+
+use super::{fatal, report, BootError};
+use crate::sys::Sys;
+use guest_contract::config::Config;
+use guest_contract::exit::InitFailure;
+use guest_contract::network::NetSettings;
+use std::time::Duration;
+
+/// How long eth0 may take to appear (its driver probes asynchronously).
+pub const LINK_TIMEOUT: Duration = Duration::from_secs(5);
+/// The resolver configuration in the new root.
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// Applies the network `config` asks for; nothing without `network_enabled`.
+pub fn apply<S: Sys>(sys: &mut S, config: &Config) -> Result<(), BootError> {
+    let settings = match NetSettings::from_config(config) {
+        Ok(Some(s)) => s,
+        Ok(None) => return Ok(()),
+        Err(e) => return fatal(InitFailure::ConfigInvalid, e.to_string()),
+    };
+    let lo = sys.net_wait_link("lo", Duration::ZERO);
+    lo.and_then(|i| sys.net_link_up(i, None))
+        .map_err(|e| failed("lo up".into(), e))?;
+    let name = &settings.interface;
+    let index = sys
+        .net_wait_link(name, LINK_TIMEOUT)
+        .map_err(|e| failed(format!("wait for {name}"), e))?;
+    if let Some((ip, prefix)) = settings.address {
+        sys.net_add_ipv4(index, ip, prefix)
+            .map_err(|e| failed(format!("{name} address {ip}/{prefix}"), e))?;
+    }
+    sys.net_link_up(index, settings.mtu)
+        .map_err(|e| failed(format!("{name} up"), e))?;
+    if let Some(gw) = settings.gateway {
+        sys.net_default_route(index, gw)
+            .map_err(|e| failed(format!("default route via {gw}"), e))?;
+    }
+    if let Some(text) = settings.resolv_conf() {
+        let _ = sys.mkdir_all("/etc");
+        sys.write_file(RESOLV_CONF, text.as_bytes(), 0o644)
+            .map_err(|e| failed(format!("write {RESOLV_CONF}"), e))?;
+    }
+    report::info(sys, "network", &summary(&settings));
+    Ok(())
+}
+
+fn failed(what: String, e: std::io::Error) -> BootError {
+    BootError {
+        failure: InitFailure::Network,
+        detail: format!("{what}: {e}"),
+    }
+}
+
+/// One line: what the interface now has.
+fn summary(s: &NetSettings) -> String {
+    let mut words = vec![s.interface.clone()];
+    if let Some((ip, prefix)) = s.address {
+        words.push(format!("{ip}/{prefix}"));
+    }
+    if let Some(gw) = s.gateway {
+        words.push(format!("via {gw}"));
+    }
+    if let Some(mtu) = s.mtu {
+        words.push(format!("mtu {mtu}"));
+    }
+    if !s.dns.is_empty() {
+        let dns: Vec<String> = s.dns.iter().map(ToString::to_string).collect();
+        words.push(format!("dns {}", dns.join(",")));
+    }
+    words.join(" ")
+}
