@@ -81,8 +81,8 @@ fn exec_copy_and_stat_over_vsock_then_shutdown_stops_the_app() -> Result<()> {
     let mut g = Guest::new("agent-rpcs", &["/bin/sleep", "600"]);
     g.vsock = true;
     g.nic = Some(host_sysmgr::vmm::Nic {
-        host_forwards: vec![],
         mac: Some("02:00:00:00:00:01".into()),
+        ..Default::default()
     });
     let mut r = g.start()?;
     r.wait_line("HYPEMAN-AGENT-READY ts=")?;

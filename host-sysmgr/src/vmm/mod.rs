@@ -89,7 +89,16 @@ pub struct Nic {
     pub host_forwards: Vec<(u16, u16)>,
     /// MAC address, if fixed.
     pub mac: Option<String>,
+    /// (guest port on [`GUEST_FORWARD_ADDR`], host port on 127.0.0.1) TCP
+    /// forwards the guest may dial: the only host services it can reach.
+    pub guest_forwards: Vec<(u16, u16)>,
 }
+
+/// The address a guest dials for [`Nic::guest_forwards`] (QEMU user network).
+pub const GUEST_FORWARD_ADDR: &str = "10.0.2.100";
+/// The host program that relays one forwarded guest connection to a
+/// 127.0.0.1 port (busybox's `nc`, from busybox-static).
+pub const FORWARD_RELAY: &str = "/bin/busybox";
 
 /// A vsock device exposed to the host as a Unix socket (hybrid vsock).
 #[derive(Debug, Clone, PartialEq, Eq)]

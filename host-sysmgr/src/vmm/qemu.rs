@@ -1,6 +1,9 @@
 //! QEMU backend: q35 (PCI) by default, microvm (MMIO) as an option.
 
-use super::{accel, Accel, Backend, ControlRequest, Launch, Machine, VmConfig, VmmError};
+use super::{
+    accel, Accel, Backend, ControlRequest, Launch, Machine, VmConfig, VmmError, FORWARD_RELAY,
+    GUEST_FORWARD_ADDR,
+};
 use std::path::Path;
 
 /// QEMU, with the host facts that shape its command line.
@@ -152,6 +155,11 @@ fn nic_args(cfg: &VmConfig, args: &mut Vec<String>) {
     for (host, guest) in &nic.host_forwards {
         netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
     }
+    for (guest, host) in &nic.guest_forwards {
+        netdev.push_str(&format!(
+            ",guestfwd=tcp:{GUEST_FORWARD_ADDR}:{guest}-cmd:{FORWARD_RELAY} nc 127.0.0.1 {host}"
+        ));
+    }
     let mut dev = format!("{},netdev=n0", device(cfg, "virtio-net"));
     if let Some(mac) = &nic.mac {
         dev.push_str(&format!(",mac={mac}"));
@@ -277,6 +285,7 @@ mod tests {
         c.cmdline = "console=ttyS0 panic=5".into();
         c.nic = Some(Nic {
             host_forwards: vec![(8080, 80)],
+            guest_forwards: vec![(80, 9090)],
             mac: None,
         });
         c.vsock = Some(Vsock {
@@ -298,7 +307,7 @@ mod tests {
             "{args}"
         );
         assert!(args.contains("-device virtio-blk-device,drive=d0"));
-        assert!(args.contains("-netdev user,id=n0,ipv6=off,restrict=on,hostfwd=tcp:127.0.0.1:8080-:80 -device virtio-net-device,netdev=n0"));
+        assert!(args.contains("-netdev user,id=n0,ipv6=off,restrict=on,hostfwd=tcp:127.0.0.1:8080-:80,guestfwd=tcp:10.0.2.100:80-cmd:/bin/busybox nc 127.0.0.1 9090 -device virtio-net-device,netdev=n0"), "{args}");
         assert!(args.contains("-chardev socket,id=vs,path=/run/vm/vhost.sock -device vhost-user-vsock-device,chardev=vs"));
     }
 
@@ -310,8 +319,8 @@ mod tests {
         assert!(err.contains("contains a comma"), "{err}");
         let mut c = cfg();
         c.nic = Some(Nic {
-            host_forwards: vec![],
             mac: Some("52:54:00:12:34,x".into()),
+            ..Nic::default()
         });
         assert!(qemu(Accel::Tcg)
             .launch(&c)

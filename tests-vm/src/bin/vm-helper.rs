@@ -74,6 +74,34 @@ fn term_self() -> i32 {
     1
 }
 
+/// `GET /` from `addr` (an IP:port, no name lookup), the body on stdout;
+/// retried for 20 s while the network comes up.
+fn http_get(addr: &str) -> i32 {
+    use std::io::Read;
+    let Ok(sock) = addr.parse::<std::net::SocketAddr>() else {
+        eprintln!("http-get: {addr:?} is not IP:port");
+        return 2;
+    };
+    let timeout = std::time::Duration::from_secs(5);
+    for _ in 0..40 {
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(&sock, timeout) else {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            continue;
+        };
+        let _ = s.set_read_timeout(Some(timeout));
+        let _ = write!(s, "GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        let mut reply = Vec::new();
+        let _ = s.take(1 << 20).read_to_end(&mut reply);
+        let text = String::from_utf8_lossy(&reply);
+        if let Some((_, body)) = text.split_once("\r\n\r\n") {
+            print!("{body}");
+            return 0;
+        }
+    }
+    eprintln!("http-get: no answer from {addr}");
+    1
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match args.first().map(String::as_str) {
@@ -98,8 +126,11 @@ fn main() {
             0
         }
         Some("term-self") => term_self(),
+        Some("http-get") => http_get(args.get(1).map_or("", String::as_str)),
         _ => {
-            eprintln!("usage: vm-helper probe|exit N|segv|oom|meminfo|term-self");
+            eprintln!(
+                "usage: vm-helper probe|exit N|segv|oom|meminfo|term-self|http-get ADDR:PORT"
+            );
             2
         }
     };
