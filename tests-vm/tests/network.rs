@@ -142,3 +142,59 @@ fn a_missing_nic_is_the_network_failure() -> Result<()> {
     ensure!(!out.log.contains("Kernel panic"), "{}", out.log);
     Ok(())
 }
+
+#[test]
+fn run_net_publish_from_the_cli() -> Result<()> {
+    use std::io::BufRead;
+    let bins = tests_vm::artifacts::release_binaries()?;
+    let kernel = tests_vm::kernel::debian()?;
+    let initrd = tests_vm::initramfs::image(&kernel, &tests_vm::initramfs::Variant::default())?;
+    let rootfs = tempfile::tempdir()?;
+    tests_vm::rootfs::populate(rootfs.path(), Flavor::Busybox)?;
+    let published = free_port()?;
+    let _lock = tests_vm::guest::vm_lock()?;
+    let script = "busybox ip -o -4 addr show dev eth0 | busybox awk '{print \"addr \" $4}'; \
+        mkdir -p /www && echo cli-page > /www/index.html; echo serving; \
+        timeout 60 busybox httpd -f -p 8080 -h /www; exit 3";
+    let mut child = std::process::Command::new(&bins.host_sysmgr)
+        .args(["run", "--kernel"])
+        .arg(&kernel.vmlinux)
+        .arg("--initrd")
+        .arg(&initrd)
+        .arg("--rootfs")
+        .arg(rootfs.path())
+        .args([
+            "--publish",
+            &format!("{published}:8080"),
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut seen = Vec::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        let serving = line.trim_end() == "serving";
+        seen.push(line);
+        if serving {
+            break;
+        }
+    }
+    let page = fetch(published, Instant::now() + Duration::from_secs(30));
+    // Ctrl-C: host-sysmgr kills the VM, removes its files and exits 130.
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait()?;
+    let page = page?;
+    ensure!(status.code() == Some(130), "{status:?}");
+    ensure!(page.ends_with("cli-page\n"), "{page}");
+    ensure!(
+        seen.iter().any(|l| l.contains("addr 10.0.2.15/24")),
+        "{seen:#?}"
+    );
+    Ok(())
+}

@@ -10,7 +10,7 @@ use guest_contract::sentinel::scan_tail;
 use host_sysmgr::disks::{self, RootFs};
 use host_sysmgr::vmm::qemu::Qemu;
 use host_sysmgr::vmm::vhost_vsock::VhostVsock;
-use host_sysmgr::vmm::{Disk, Machine, Vm, VmConfig, Vsock};
+use host_sysmgr::vmm::{Disk, Machine, Nic, Vm, VmConfig, Vsock};
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -77,6 +77,14 @@ pub struct RunArgs {
     /// Attach vsock (the agent's channel) to a foreground VM too.
     #[arg(long)]
     pub(crate) vsock: bool,
+    /// Give the guest a network: QEMU's user-mode network, restricted to
+    /// the ports published with --publish (the guest reaches nothing else).
+    /// init configures eth0 as 10.0.2.15/24 via 10.0.2.2 from the config.
+    #[arg(long)]
+    pub(crate) net: bool,
+    /// Publish guest TCP port GUEST on 127.0.0.1:HOST (repeatable; implies --net).
+    #[arg(long = "publish", short = 'p', value_name = "HOST:GUEST")]
+    pub(crate) publish: Vec<String>,
     /// The command (argv) to run in the guest.
     #[arg(last = true, required = true)]
     pub(crate) command: Vec<String>,
@@ -96,14 +104,43 @@ fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(env)
 }
 
+/// `HOST:GUEST` port pairs of --publish.
+fn parse_publish(pairs: &[String]) -> Result<Vec<(u16, u16)>> {
+    pairs
+        .iter()
+        .map(|p| {
+            let port = |s: &str| s.parse::<u16>().ok().filter(|&n| n != 0);
+            match p.split_once(':') {
+                Some((h, g)) => match (port(h), port(g)) {
+                    (Some(h), Some(g)) => Ok((h, g)),
+                    _ => bail!("--publish {p:?}: ports are 1-65535"),
+                },
+                None => bail!("--publish {p:?}: expected HOST:GUEST"),
+            }
+        })
+        .collect()
+}
+
+/// The guest's address on the user-mode network (QEMU's defaults).
+const GUEST_IP: &str = "10.0.2.15";
+const GUEST_GW: &str = "10.0.2.2";
+
 fn config(args: &RunArgs) -> Result<Config> {
+    let net = wants_net(args);
     Ok(Config {
         cmd: Some(args.command.clone()),
         workdir: Some(args.workdir.clone()),
         env: Some(parse_env(&args.env)?),
-        network_enabled: Some(false),
+        network_enabled: Some(net),
+        guest_ip: net.then(|| GUEST_IP.into()),
+        guest_cidr: net.then_some(24),
+        guest_gw: net.then(|| GUEST_GW.into()),
         ..Config::default()
     })
+}
+
+fn wants_net(args: &RunArgs) -> bool {
+    args.net || !args.publish.is_empty()
 }
 
 /// The VM of `args`, its disks built in `work`.
@@ -111,6 +148,14 @@ pub fn vm_config(args: &RunArgs, work: &Path) -> Result<VmConfig> {
     for (what, p) in [("kernel", &args.kernel), ("initrd", &args.initrd)] {
         check_input_file(what, p)?;
     }
+    let nic = if wants_net(args) {
+        Some(Nic {
+            host_forwards: parse_publish(&args.publish)?,
+            ..Nic::default()
+        })
+    } else {
+        None
+    };
     let root = match (&args.image, &args.rootfs) {
         (Some(img), _) => img.clone(),
         (None, Some(dir)) => {
@@ -133,6 +178,7 @@ pub fn vm_config(args: &RunArgs, work: &Path) -> Result<VmConfig> {
         MachineArg::Q35 => Machine::Q35,
         MachineArg::Microvm => Machine::Microvm,
     };
+    cfg.nic = nic;
     cfg.disks = vec![
         Disk {
             path: root,
@@ -280,6 +326,16 @@ pub fn vmm_stderr(runtime_dir: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn publish_takes_host_and_guest_ports() {
+        let ok = parse_publish(&["8080:80".into(), "1:65535".into()]).unwrap();
+        assert_eq!(ok, [(8080, 80), (1, 65535)]);
+        for bad in ["80", "0:80", "80:0", "65536:80", "a:b", "80:80:80", ":80"] {
+            let e = parse_publish(&[bad.into()]).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("--publish {bad:?}: ")), "{e}");
+        }
+    }
 
     #[test]
     fn exit_codes_outside_0_255_are_never_success() {
