@@ -259,6 +259,14 @@ fn check_fs_kind(data: &[u8]) {
         let noload = kind == FsType::Ext4;
         assert_eq!(kind.ro_data() == "noload", noload);
     }
+    let volume_want = want.or(if at(0, b"XFSB") {
+        Some(FsType::Xfs)
+    } else if at(0x1_0040, b"_BHRfS_M") {
+        Some(FsType::Btrfs)
+    } else {
+        None
+    });
+    assert_eq!(fsdetect::detect_volume(&data), volume_want);
 }
 
 /// sysctl keys, values and hostnames, for the whole input and each line: an
@@ -465,5 +473,46 @@ pub fn check_rtnl_reply(data: &[u8]) {
         rtnl::default_route(seq, seq, ip),
     ] {
         assert_eq!(rtnl::reply(&own, seq), Reply::Other);
+    }
+}
+
+/// `volume_mounts`: every entry is either planned or refused (never both,
+/// never lost); a planned mount point is a normalised absolute path with no
+/// `..`, not `/` and not under /proc, /sys or /dev, used once; devices are
+/// under /dev with no `..`.
+pub fn check_volumes(data: &[u8]) {
+    let Ok(parsed) = parse_config(data) else {
+        return;
+    };
+    let (planned, refused) = guest_contract::volumes::plan(&parsed.config);
+    let entries = parsed.config.volume_mounts.as_ref().map_or(0, Vec::len);
+    assert_eq!(planned.len() + refused.len(), entries);
+    let mut seen = BTreeSet::new();
+    for v in &planned {
+        let p = &v.path;
+        assert!(
+            p.starts_with('/') && p.len() > 1 && !p.ends_with('/'),
+            "{p:?}"
+        );
+        assert!(
+            !p.split('/')
+                .skip(1)
+                .any(|c| c.is_empty() || c == "." || c == ".."),
+            "{p:?}"
+        );
+        let first = p.split('/').nth(1).unwrap_or("");
+        assert!(!matches!(first, "proc" | "sys" | "dev"), "{p:?}");
+        assert!(seen.insert(p.clone()), "{p:?} twice");
+        let mut devices = vec![&v.device];
+        if let guest_contract::volumes::VolumeMode::Overlay { overlay_device } = &v.mode {
+            devices.push(overlay_device);
+            assert!(v.base_dir().starts_with("/mnt/vol-base-") && !v.base_dir().contains(".."));
+        }
+        for d in devices {
+            assert!(
+                d.starts_with("/dev/") && !d.split('/').any(|c| c == ".."),
+                "{d:?}"
+            );
+        }
     }
 }

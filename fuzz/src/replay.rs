@@ -21,6 +21,7 @@ pub const TARGETS: &[(&str, &str)] = &[
     ("contract", "modindex"),
     ("contract", "netconfig"),
     ("contract", "rtnl_reply"),
+    ("contract", "volumes"),
     ("initrd", "cpio"),
     ("initrd", "decompress"),
     ("initrd", "elf"),

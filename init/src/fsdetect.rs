@@ -1,9 +1,14 @@
 //! Filesystem detection from a device's first bytes: the superblock magic
-//! numbers of squashfs, erofs and ext2/3/4. Reads only [`HEAD_BYTES`] and
-//! never past a short buffer.
+//! numbers of squashfs, erofs and ext2/3/4 (root disks, [`detect`], which
+//! reads only [`HEAD_BYTES`]) and also xfs and btrfs (volumes,
+//! [`detect_volume`], up to [`VOLUME_HEAD_BYTES`]). Never reads past a short
+//! buffer.
 
 /// Bytes to read from the start of a device for [`detect`].
 pub const HEAD_BYTES: usize = 2048;
+/// Bytes to read for [`detect_volume`]: btrfs's magic sits at 64 KiB + 64.
+pub const VOLUME_HEAD_BYTES: usize = BTRFS_MAGIC_AT + 8;
+const BTRFS_MAGIC_AT: usize = 0x1_0040;
 
 /// Root filesystems init can mount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +19,10 @@ pub enum FsType {
     Erofs,
     /// SquashFS.
     Squashfs,
+    /// XFS (volumes only).
+    Xfs,
+    /// Btrfs (volumes only).
+    Btrfs,
 }
 
 impl FsType {
@@ -23,13 +32,17 @@ impl FsType {
             FsType::Ext4 => "ext4",
             FsType::Erofs => "erofs",
             FsType::Squashfs => "squashfs",
+            FsType::Xfs => "xfs",
+            FsType::Btrfs => "btrfs",
         }
     }
 
-    /// Mount options for a read-only mount (ext4: never replay a journal).
+    /// Mount options for a read-only mount (ext4 and xfs: never replay a
+    /// journal, which would write to the device).
     pub fn ro_data(self) -> &'static str {
         match self {
             FsType::Ext4 => "noload",
+            FsType::Xfs => "norecovery",
             _ => "",
         }
     }
@@ -59,6 +72,21 @@ pub fn detect(head: &[u8]) -> Option<FsType> {
     None
 }
 
+/// Identify a volume's filesystem: a root kind, else xfs (`XFSB` at 0) or
+/// btrfs (`_BHRfS_M` at 64 KiB + 64).
+pub fn detect_volume(head: &[u8]) -> Option<FsType> {
+    if let Some(kind) = detect(head) {
+        return Some(kind);
+    }
+    if head.get(..4) == Some(b"XFSB") {
+        return Some(FsType::Xfs);
+    }
+    if head.get(BTRFS_MAGIC_AT..BTRFS_MAGIC_AT + 8) == Some(b"_BHRfS_M") {
+        return Some(FsType::Btrfs);
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +102,18 @@ mod tests {
         b[..4].copy_from_slice(b"hsqs");
         assert_eq!(detect(&b), Some(FsType::Squashfs));
         assert_eq!(detect(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn volume_magics() {
+        let mut b = vec![0u8; VOLUME_HEAD_BYTES];
+        assert_eq!(detect_volume(&b), None);
+        b[BTRFS_MAGIC_AT..].copy_from_slice(b"_BHRfS_M");
+        assert_eq!(detect_volume(&b), Some(FsType::Btrfs));
+        assert_eq!(detect_volume(&b[..VOLUME_HEAD_BYTES - 1]), None);
+        b[..4].copy_from_slice(b"XFSB");
+        assert_eq!(detect_volume(&b), Some(FsType::Xfs));
+        assert_eq!(detect(&b), None, "not a root kind");
+        assert_eq!(FsType::Xfs.ro_data(), "norecovery");
     }
 }

@@ -17,6 +17,7 @@
 //! - [`userdb`]: `/etc/passwd`, `/etc/group` and the `user` field's resolution.
 //! - [`fsdetect`]: root filesystem detection from superblock magic numbers.
 //! - [`sysctl`]: validation of `sysctls` keys and values, and of `hostname`.
+//! - [`volumes`]: the volumes a config asks for, checked one by one.
 //! - [`input_event`]: evdev records and the power-key press decoder.
 //! - [`kmsg`]: `/dev/kmsg` records and the OOM-kill matcher.
 
@@ -35,3 +36,4 @@ pub mod sentinel;
 pub mod sysctl;
 pub mod time;
 pub mod userdb;
+pub mod volumes;

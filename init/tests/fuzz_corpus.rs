@@ -31,6 +31,7 @@ fn contract_corpus() {
             ("modindex", checks::check_modindex),
             ("netconfig", checks::check_netconfig),
             ("rtnl_reply", checks::check_rtnl_reply),
+            ("volumes", checks::check_volumes),
         ],
     );
 }

@@ -22,6 +22,10 @@ pub fn run<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> (i32, String)
     if let Err(e) = network(sys, ctx, config) {
         return report::fail(sys, ctx, &e);
     }
+    if config.volume_mounts.as_ref().is_some_and(|v| !v.is_empty()) {
+        super::volumes::apply(sys, ctx, config);
+        ctx.timing.mark("volumes", sys.boottime());
+    }
     let env = app_env(sys, config);
     let env = match env {
         Ok(e) => e,

@@ -6,6 +6,7 @@ pub mod network;
 pub mod plan;
 pub mod report;
 pub mod system;
+pub mod volumes;
 
 #[cfg(test)]
 mod tests;
@@ -377,9 +378,6 @@ fn report_unsupported<S: Sys>(sys: &mut S, c: &Config) {
         report::info(sys, "config", msg);
     }
     let mut missing = Vec::new();
-    if c.volume_mounts.as_ref().is_some_and(|v| !v.is_empty()) {
-        missing.push("volume_mounts");
-    }
     if c.init_mode() == config::InitMode::Systemd {
         missing.push("init_mode=systemd (running exec mode)");
     }

@@ -531,13 +531,11 @@ fn inherit_console_keeps_fds() {
 
 #[test]
 fn unsupported_features_are_reported_not_dropped() {
-    let mut f = ready_fake(
-        r#"{"cmd":["/bin/app"],"volume_mounts":[{"device":"/dev/vdd","path":"/data"}]}"#,
-    );
+    let mut f = ready_fake(r#"{"cmd":["/bin/app"],"init_mode":"systemd"}"#);
     assert_eq!(booted(&mut f).0, 0);
-    assert!(f
-        .console
-        .contains("[ERROR] [hypeman-init:config] volume_mounts is not supported"));
+    assert!(f.console.contains(
+        "[ERROR] [hypeman-init:config] init_mode=systemd (running exec mode) is not supported"
+    ));
 }
 
 #[test]
@@ -1269,4 +1267,113 @@ fn test_mode_configures_the_network_only_in_its_own_namespace() {
             !configured
         );
     }
+}
+
+const VOLUMES: &str = r#"{"cmd":["/bin/app"],"volume_mounts":[
+    {"device":"/dev/vdd","path":"/data","mode":"ro"},
+    {"device":"/dev/vde","path":"/srv/rw","mode":"rw"},
+    {"device":"/dev/vdf","path":"/cache","mode":"overlay","overlay_device":"/dev/vdg"}]}"#;
+
+fn volume_fake(config: &str) -> FakeSys {
+    let mut f = ready_fake(config);
+    for dev in ["/dev/vdd", "/dev/vde", "/dev/vdf", "/dev/vdg"] {
+        f.file(dev, &crate::sys::fake::ext4_head());
+    }
+    f
+}
+
+#[test]
+fn volumes_mount_ro_rw_and_overlay_in_the_new_root_before_the_app() {
+    let mut f = volume_fake(VOLUMES);
+    assert_eq!(booted(&mut f).0, 0);
+    let order = [
+        "switch_root",
+        "wait /dev/vdd 2000ms",
+        "mount /dev/vdd /data ext4 noload",
+        "mount /dev/vde /srv/rw ext4 ",
+        "mount /dev/vdf /mnt/vol-base-vdf ext4 noload",
+        "mount /dev/vdg /mnt/vol-overlay-vdf ext4 ",
+        "mount overlay /cache overlay lowerdir=/mnt/vol-base-vdf,upperdir=/mnt/vol-overlay-vdf/upper,workdir=/mnt/vol-overlay-vdf/work",
+        "spawn /opt/hypeman/guest-agent",
+        "spawn /bin/app",
+    ];
+    let at: Vec<usize> = order.iter().map(|c| index(&f, c)).collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{:#?}", f.calls);
+    assert!(f
+        .console
+        .contains("[INFO] [hypeman-init:volumes] /dev/vdd (ext4) on /data ro"));
+    assert!(f.console.contains("/dev/vdf (ext4) on /cache overlay"));
+    // Writable volumes first, then the root, at power-off.
+    let ro: Vec<&str> = f.calls_with("remount_ro ");
+    assert_eq!(
+        &ro[..3],
+        [
+            "remount_ro /mnt/vol-overlay-vdf",
+            "remount_ro /srv/rw",
+            "remount_ro /"
+        ]
+    );
+}
+
+#[test]
+fn a_volume_that_cannot_be_used_is_one_error_line_and_the_app_runs() {
+    let mut f = volume_fake(VOLUMES);
+    f.never_appear.insert("/dev/vdd".into());
+    f.file("/dev/vde", &[0u8; 4096]);
+    f.symlinks.insert("/cache".into());
+    assert_eq!(booted(&mut f).0, 0);
+    for line in [
+        "[ERROR] [hypeman-init:volumes] volume /dev/vdd on /data: device /dev/vdd did not appear within 2 s; not mounted",
+        "[ERROR] [hypeman-init:volumes] volume /dev/vde on /srv/rw: /dev/vde: unknown filesystem",
+        "[ERROR] [hypeman-init:volumes] volume /dev/vdf on /cache: /cache is a symlink in the image; not mounted",
+    ] {
+        assert!(f.console.contains(line), "{line}\n{}", f.console);
+    }
+    for dev in ["/dev/vdd", "/dev/vde", "/dev/vdf"] {
+        assert!(
+            f.calls_with(&format!("mount {dev}")).is_empty(),
+            "{:#?}",
+            f.calls
+        );
+    }
+    index(&f, "spawn /bin/app");
+}
+
+#[test]
+fn a_failed_mount_and_a_refused_entry_leave_the_other_volumes_mounted() {
+    let cfg = r#"{"cmd":["/bin/app"],"volume_mounts":[
+        {"device":"/dev/vdd","path":"/data/../etc","mode":"rw"},
+        {"device":"/dev/vde","path":"/a","mode":"rw"},
+        {"device":"/dev/vdf","path":"/b","mode":"ro"}]}"#;
+    let mut f = volume_fake(cfg);
+    f.failing_mounts.insert("/a".into(), libc::EINVAL);
+    assert_eq!(booted(&mut f).0, 0);
+    assert!(
+        f.console
+            .contains(r#"volume 0 ("/data/../etc"): path "/data/../etc" leaves its folder (..)"#),
+        "{}",
+        f.console
+    );
+    assert!(f
+        .console
+        .contains("volume /dev/vde on /a: mount /dev/vde (ext4) on /a: "));
+    index(&f, "mount /dev/vdf /b ext4 noload");
+}
+
+#[test]
+fn test_mode_mounts_only_loop_devices_as_volumes() {
+    let cfg = r#"{"cmd":["/bin/app"],"volume_mounts":[
+        {"device":"/dev/vda","path":"/host-root","mode":"ro"},
+        {"device":"/dev/loop4","path":"/data","mode":"ro"}]}"#;
+    let mut f = volume_fake(cfg);
+    for dev in ["/dev/loop1", "/dev/loop2", "/dev/loop3", "/dev/loop4"] {
+        f.file(dev, &crate::sys::fake::ext4_head());
+    }
+    let cmdline = "hypeman.root=/dev/loop1 hypeman.overlay=/dev/loop2 hypeman.config=/dev/loop3";
+    assert_eq!(run(&mut f, &test_mode_inputs(cmdline)).0, 0);
+    assert!(f
+        .console
+        .contains("test mode: /dev/vda is not a loop device"));
+    assert!(f.calls_with("mount /dev/vda").is_empty());
+    index(&f, "mount /dev/loop4 /data ext4 noload");
 }

@@ -136,6 +136,9 @@ impl Sys for FakeSys {
     fn is_dir(&self, path: &str) -> bool {
         self.dirs.contains(path)
     }
+    fn is_symlink(&self, path: &str) -> bool {
+        self.symlinks.contains(path)
+    }
     fn mkdir_all(&mut self, path: &str) -> io::Result<()> {
         self.dirs.insert(path.into());
         Ok(())

@@ -143,6 +143,8 @@ pub trait Sys {
 
     /// Whether a path exists (without following a final symlink).
     fn exists(&self, path: &str) -> bool;
+    /// Whether `path` is a symlink (not followed).
+    fn is_symlink(&self, path: &str) -> bool;
     /// Whether a path is a directory (following symlinks).
     fn is_dir(&self, path: &str) -> bool;
     /// `mkdir -p` with mode 0755.

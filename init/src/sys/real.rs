@@ -96,6 +96,10 @@ impl Sys for RealSys {
         Path::new(path).is_dir()
     }
 
+    fn is_symlink(&self, path: &str) -> bool {
+        Path::new(path).is_symlink()
+    }
+
     fn mkdir_all(&mut self, path: &str) -> io::Result<()> {
         fs::DirBuilder::new()
             .recursive(true)
