@@ -65,6 +65,8 @@ pub struct Guest {
     pub vsock: bool,
     /// Attach a user-mode NIC (loopback-only forwards).
     pub nic: Option<Nic>,
+    /// Disks attached after the config disk (/dev/vdd, /dev/vde, …).
+    pub extra_disks: Vec<Disk>,
     /// Kernel; Debian's when `None`.
     pub kernel: Option<Kernel>,
     /// Machine model.
@@ -93,6 +95,7 @@ impl Guest {
             initrd: Variant::default(),
             vsock: false,
             nic: None,
+            extra_disks: Vec::new(),
             kernel: None,
             machine: Machine::Q35,
             quiet_kernel: true,
@@ -246,6 +249,7 @@ impl Guest {
                 read_only: true,
             });
         }
+        cfg.disks.extend(self.extra_disks.iter().cloned());
         std::fs::create_dir_all(&cfg.runtime_dir)?;
         let vhost = if self.vsock {
             let v = VhostVsock::start(3, &w.join("run/vhost.sock"), &w.join("run/vsock.sock"))?;

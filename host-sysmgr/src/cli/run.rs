@@ -5,7 +5,7 @@
 use super::Interrupted;
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
-use guest_contract::config::Config;
+use guest_contract::config::{Config, VolumeMount};
 use guest_contract::sentinel::scan_tail;
 use host_sysmgr::disks::{self, RootFs};
 use host_sysmgr::vmm::qemu::Qemu;
@@ -85,6 +85,12 @@ pub struct RunArgs {
     /// Publish guest TCP port GUEST on 127.0.0.1:HOST (repeatable; implies --net).
     #[arg(long = "publish", short = 'p', value_name = "HOST:GUEST")]
     pub(crate) publish: Vec<String>,
+    /// Attach the disk image IMG and mount it at PATH in the guest: ro, rw
+    /// (the default; the image changes) or overlay (the image stays
+    /// unchanged; writes go to a layer that ends with the run). Repeatable;
+    /// the first is /dev/vdd. ext4, xfs, erofs, squashfs or btrfs.
+    #[arg(long = "volume", short = 'v', value_name = "IMG:/PATH[:ro|rw|overlay]")]
+    pub(crate) volume: Vec<String>,
     /// The command (argv) to run in the guest.
     #[arg(last = true, required = true)]
     pub(crate) command: Vec<String>,
@@ -125,9 +131,10 @@ fn parse_publish(pairs: &[String]) -> Result<Vec<(u16, u16)>> {
 const GUEST_IP: &str = "10.0.2.15";
 const GUEST_GW: &str = "10.0.2.2";
 
-fn config(args: &RunArgs) -> Result<Config> {
+fn config(args: &RunArgs, volumes: Vec<VolumeMount>) -> Result<Config> {
     let net = wants_net(args);
     Ok(Config {
+        volume_mounts: (!volumes.is_empty()).then_some(volumes),
         cmd: Some(args.command.clone()),
         workdir: Some(args.workdir.clone()),
         env: Some(parse_env(&args.env)?),
@@ -148,6 +155,11 @@ pub fn vm_config(args: &RunArgs, work: &Path) -> Result<VmConfig> {
     for (what, p) in [("kernel", &args.kernel), ("initrd", &args.initrd)] {
         check_input_file(what, p)?;
     }
+    let volumes = args
+        .volume
+        .iter()
+        .map(|v| super::volumes::parse(v))
+        .collect::<Result<Vec<_>>>()?;
     let nic = if wants_net(args) {
         Some(Nic {
             host_forwards: parse_publish(&args.publish)?,
@@ -167,8 +179,9 @@ pub fn vm_config(args: &RunArgs, work: &Path) -> Result<VmConfig> {
     };
     let overlay = work.join("overlay.img");
     disks::overlay_disk(&overlay, 256)?;
+    let (volume_disks, mounts) = super::volumes::attach(&volumes, work)?;
     let config_img = work.join("config.img");
-    disks::config_disk(&config(args)?, &config_img)?;
+    disks::config_disk(&config(args, mounts)?, &config_img)?;
     let mut cfg = VmConfig::new(&args.kernel, work.join("serial.log"), work.join("run"));
     cfg.initrd = Some(args.initrd.clone());
     cfg.cmdline = format!("console=ttyS0 {}", args.append).trim().to_string();
@@ -193,6 +206,7 @@ pub fn vm_config(args: &RunArgs, work: &Path) -> Result<VmConfig> {
             read_only: true,
         },
     ];
+    cfg.disks.extend(volume_disks);
     Ok(cfg)
 }
 
