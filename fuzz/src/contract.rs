@@ -516,3 +516,26 @@ pub fn check_volumes(data: &[u8]) {
         }
     }
 }
+
+/// CA certificates from the config: never panics; accepted text
+/// re-encodes to itself (checking is idempotent), holds no private key and
+/// only 64-column lines between its markers; base64 round-trips any bytes.
+pub fn check_pem(data: &[u8]) {
+    use guest_contract::pem;
+    if !data.is_empty() {
+        assert_eq!(
+            pem::decode_base64(&pem::encode_base64(data)).as_deref(),
+            Some(data)
+        );
+    }
+    let text = String::from_utf8_lossy(data);
+    let Ok(out) = pem::certificates(&text) else {
+        return;
+    };
+    assert!(!out.contains("PRIVATE KEY"));
+    assert!(
+        out.lines().all(|l| l.len() <= 64 || l.starts_with("-----")),
+        "{out}"
+    );
+    assert_eq!(pem::certificates(&out).as_deref(), Ok(out.as_str()));
+}

@@ -22,6 +22,7 @@ pub const TARGETS: &[(&str, &str)] = &[
     ("contract", "netconfig"),
     ("contract", "rtnl_reply"),
     ("contract", "volumes"),
+    ("contract", "pem"),
     ("initrd", "cpio"),
     ("initrd", "decompress"),
     ("initrd", "elf"),

@@ -165,7 +165,11 @@ impl InitFailure {
 
     /// `init: <phase>: <detail>`.
     pub fn message(self, detail: &str) -> String {
-        format!("{INIT_MESSAGE_PREFIX}{}: {detail}", self.phase())
+        match self {
+            // hypeman's own text, which its host and users know.
+            InitFailure::EgressProxy => format!("{EGRESS_PROXY_PREFIX}{detail}"),
+            _ => format!("{INIT_MESSAGE_PREFIX}{}: {detail}", self.phase()),
+        }
     }
 
     /// The kind with this exit code.
@@ -176,8 +180,11 @@ impl InitFailure {
 
 /// Whether an exit message is one of init's own (starts with `init: `).
 pub fn is_init_failure(message: &str) -> bool {
-    message.starts_with(INIT_MESSAGE_PREFIX)
+    message.starts_with(INIT_MESSAGE_PREFIX) || message.starts_with(EGRESS_PROXY_PREFIX)
 }
+
+/// How the egress-proxy failure's message starts (hypeman's exact text).
+pub const EGRESS_PROXY_PREFIX: &str = "egress proxy CA certificate setup failed: ";
 
 #[cfg(test)]
 mod tests {

@@ -13,6 +13,7 @@
 //! - [`modindex`]: `modules.dep`, `modules.softdep`, `modules.alias` and the
 //!   module load order.
 //! - [`network`]: the network a config asks for, checked, and its resolv.conf.
+//! - [`pem`]: CA certificates from the config, checked and re-encoded.
 //! - [`rtnl`]: the rtnetlink requests init sends and the ACK parser.
 //! - [`userdb`]: `/etc/passwd`, `/etc/group` and the `user` field's resolution.
 //! - [`fsdetect`]: root filesystem detection from superblock magic numbers.
@@ -30,6 +31,7 @@ pub mod kmsg;
 pub mod log;
 pub mod modindex;
 pub mod network;
+pub mod pem;
 pub mod quote;
 pub mod rtnl;
 pub mod sentinel;

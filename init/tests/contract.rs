@@ -230,8 +230,10 @@ fn sentinel_lines() {
     let failure = InitFailure::EgressProxy.message("install ca: read-only file system");
     assert_eq!(
         sentinel::exit(InitFailure::EgressProxy.code(), &failure).render(),
-        r#"HYPEMAN-EXIT code=78 message="init: egress-proxy: install ca: read-only file system""#
+        r#"HYPEMAN-EXIT code=78 message="egress proxy CA certificate setup failed: install ca: read-only file system""#
     );
+    let other = InitFailure::Network.message("wait for eth0: timed out");
+    assert_eq!(other, "init: network: wait for eth0: timed out");
 }
 
 #[test]
@@ -323,4 +325,14 @@ fn streaming_split_at_every_offset_equals_one_shot() {
     let mut got: Vec<Sentinel> = log.iter().flat_map(|b| stream.push(&[*b])).collect();
     got.extend(stream.finish());
     assert_eq!(got, whole, "byte by byte");
+}
+
+#[test]
+fn a_real_certificate_passes_the_pem_check_unchanged() {
+    // Made once with: openssl req -x509 -newkey ec -pkeyopt
+    // ec_paramgen_curve:P-256 -nodes -subj /CN=guestinit-test-proxy-ca
+    let pem = include_str!("data/proxy-ca.pem");
+    assert_eq!(guest_contract::pem::certificates(pem).unwrap(), pem);
+    let two = format!("{pem}{pem}");
+    assert_eq!(guest_contract::pem::certificates(&two).unwrap(), two);
 }

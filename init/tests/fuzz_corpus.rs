@@ -32,6 +32,7 @@ fn contract_corpus() {
             ("netconfig", checks::check_netconfig),
             ("rtnl_reply", checks::check_rtnl_reply),
             ("volumes", checks::check_volumes),
+            ("pem", checks::check_pem),
         ],
     );
 }

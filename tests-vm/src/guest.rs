@@ -67,6 +67,8 @@ pub struct Guest {
     pub nic: Option<Nic>,
     /// Disks attached after the config disk (/dev/vdd, /dev/vde, …).
     pub extra_disks: Vec<Disk>,
+    /// Files added to the image rootfs (path relative to /, contents, mode).
+    pub image_files: Vec<(String, Vec<u8>, u32)>,
     /// Kernel; Debian's when `None`.
     pub kernel: Option<Kernel>,
     /// Machine model.
@@ -96,6 +98,7 @@ impl Guest {
             vsock: false,
             nic: None,
             extra_disks: Vec::new(),
+            image_files: Vec::new(),
             kernel: None,
             machine: Machine::Q35,
             quiet_kernel: true,
@@ -149,12 +152,21 @@ pub fn vm_lock() -> Result<(MutexGuard<'static, ()>, std::fs::File)> {
     Ok((guard, file))
 }
 
-fn root_image(root: &Root, work: &Path) -> Result<PathBuf> {
+fn root_image(root: &Root, files: &[(String, Vec<u8>, u32)], work: &Path) -> Result<PathBuf> {
     let img = work.join("root.img");
     match root {
         Root::Image(flavor, fs) => {
             let dir = work.join("rootfs");
             rootfs::populate(&dir, *flavor)?;
+            for (rel, data, mode) in files {
+                let path = dir.join(rel.trim_start_matches('/'));
+                std::fs::create_dir_all(path.parent().unwrap_or(&dir))?;
+                std::fs::write(&path, data)?;
+                std::fs::set_permissions(
+                    &path,
+                    std::os::unix::fs::PermissionsExt::from_mode(*mode),
+                )?;
+            }
             disks::rootfs_image(&dir, &img, *fs)?;
         }
         Root::Garbage => {
@@ -215,7 +227,7 @@ impl Guest {
             .tempdir_in(target_dir())
             .context("create work dir")?;
         let w = work.path();
-        let root = root_image(&self.root, w)?;
+        let root = root_image(&self.root, &self.image_files, w)?;
         let overlay_img = match &self.overlay {
             Some(p) => p.clone(),
             None => {

@@ -26,6 +26,9 @@ pub fn run<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> (i32, String)
         super::volumes::apply(sys, ctx, config);
         ctx.timing.mark("volumes", sys.boottime());
     }
+    if let Err(e) = super::ca::apply(sys, config) {
+        return report::fail(sys, ctx, &e);
+    }
     let env = app_env(sys, config);
     let env = match env {
         Ok(e) => e,

@@ -1,6 +1,7 @@
 //! The boot path: plan (pure, in [`plan`]) applied through the [`Sys`] seam.
 
 pub mod agent;
+pub mod ca;
 pub mod exec_mode;
 pub mod network;
 pub mod plan;
@@ -380,12 +381,6 @@ fn report_unsupported<S: Sys>(sys: &mut S, c: &Config) {
     let mut missing = Vec::new();
     if c.init_mode() == config::InitMode::Systemd {
         missing.push("init_mode=systemd (running exec mode)");
-    }
-    if c.egress_proxy
-        .as_ref()
-        .is_some_and(|p| p.enabled == Some(true))
-    {
-        missing.push("egress_proxy");
     }
     let superset = [("kernel_modules", c.kernel_modules.is_some())];
     missing.extend(superset.iter().filter(|(_, set)| *set).map(|(k, _)| *k));

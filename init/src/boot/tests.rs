@@ -1377,3 +1377,110 @@ fn test_mode_mounts_only_loop_devices_as_volumes() {
     assert!(f.calls_with("mount /dev/vda").is_empty());
     index(&f, "mount /dev/loop4 /data ext4 noload");
 }
+
+/// A PEM certificate whose body is a DER SEQUENCE of 40 bytes.
+fn test_cert() -> String {
+    let mut der = vec![0x30, 40];
+    der.extend(0..40u8);
+    let b64 = guest_contract::pem::encode_base64(&der);
+    format!("-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n")
+}
+
+fn proxy_config(pem: &str) -> String {
+    let proxy = serde_json::json!({"enabled": true, "proxy_url": "http://10.0.2.2:3128", "ca_cert_pem": pem});
+    format!(r#"{{"cmd":["/bin/app"],"egress_proxy":{proxy}}}"#)
+}
+
+#[test]
+fn the_proxy_ca_is_installed_with_the_images_tool_before_the_agent() {
+    let mut f = ready_fake(&proxy_config(&test_cert()));
+    f.file("/usr/sbin/update-ca-certificates", b"#!/bin/sh");
+    assert_eq!(booted(&mut f).0, 0);
+    assert_eq!(f.files[ca::CA_FILE], test_cert().as_bytes());
+    let order = [
+        "switch_root",
+        "write /usr/local/share/ca-certificates/hypeman-egress-proxy.crt 644",
+        "spawn /usr/sbin/update-ca-certificates",
+        "spawn /opt/hypeman/guest-agent",
+        "spawn /bin/app",
+    ];
+    let at: Vec<usize> = order.iter().map(|c| index(&f, c)).collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{:#?}", f.calls);
+}
+
+#[test]
+fn without_the_tool_the_ca_is_appended_once_to_the_images_bundles() {
+    let mut f = ready_fake(&proxy_config(&test_cert()));
+    f.file(
+        "/etc/ssl/certs/ca-certificates.crt",
+        b"-----BEGIN CERTIFICATE-----\nold\n-----END CERTIFICATE-----",
+    );
+    f.file("/etc/pki/tls/certs/ca-bundle.crt", b"");
+    f.symlinks.insert("/etc/pki/tls/certs/ca-bundle.crt".into());
+    f.file(
+        "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+        test_cert().as_bytes(),
+    );
+    assert_eq!(booted(&mut f).0, 0);
+    let debian = String::from_utf8(f.files["/etc/ssl/certs/ca-certificates.crt"].clone()).unwrap();
+    assert_eq!(
+        debian,
+        format!(
+            "-----BEGIN CERTIFICATE-----\nold\n-----END CERTIFICATE-----\n{}",
+            test_cert()
+        )
+    );
+    assert!(
+        f.calls_with("write /etc/pki").is_empty(),
+        "a symlink and a bundle that has it already: {:#?}",
+        f.calls
+    );
+    assert!(f.calls_with("spawn /usr/sbin/update-ca").is_empty());
+}
+
+#[test]
+fn a_bad_proxy_ca_ends_the_boot_with_78_and_hypemans_message() {
+    for (pem, tool_code, detail) in [
+        ("not a pem", None, "no certificate in the PEM text"),
+        (
+            &*format!("{}-----BEGIN PRIVATE KEY-----\n", test_cert()),
+            None,
+            "the PEM text holds a private key; refusing to install it",
+        ),
+        (
+            &*test_cert(),
+            Some(1),
+            "update-ca-certificates exited with 1",
+        ),
+    ] {
+        let mut f = ready_fake(&proxy_config(pem));
+        if let Some(code) = tool_code {
+            f.file("/usr/sbin/update-ca-certificates", b"#!/bin/sh");
+            f.events.push_back(Event::Exited { pid: 101, code });
+        }
+        assert_eq!(
+            booted(&mut f).0,
+            78,
+            "{detail}: {:#?}\n{}",
+            f.calls,
+            f.console
+        );
+        let want = format!(
+            r#"HYPEMAN-EXIT code=78 message="egress proxy CA certificate setup failed: {detail}""#
+        );
+        assert_eq!(exit_line(&f), want);
+        assert!(f.calls_with("spawn /bin/app").is_empty());
+    }
+}
+
+#[test]
+fn a_disabled_proxy_or_one_without_a_ca_installs_nothing() {
+    for cfg in [
+        r#"{"cmd":["/bin/app"],"egress_proxy":{"enabled":false,"ca_cert_pem":"junk"}}"#,
+        r#"{"cmd":["/bin/app"],"egress_proxy":{"enabled":true,"proxy_url":"http://p:3128"}}"#,
+    ] {
+        let mut f = ready_fake(cfg);
+        assert_eq!(booted(&mut f).0, 0, "{cfg}");
+        assert!(!f.files.contains_key(ca::CA_FILE));
+    }
+}
