@@ -117,7 +117,7 @@ fn value(c: u8) -> Option<u32> {
 /// Standard base64 with `=` padding; whitespace is not allowed inside.
 pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
     let b = text.as_bytes();
-    if b.is_empty() || b.len() % 4 != 0 {
+    if b.is_empty() || !b.len().is_multiple_of(4) {
         return None;
     }
     let pad = b.iter().rev().take_while(|&&c| c == b'=').count();
