@@ -1,5 +1,5 @@
-//! Checks of the guest contract library's parsers (package `init`, library
-//! `guest_contract`). `init/tests/fuzz_corpus.rs` includes this very file to
+//! Checks of the guest contract library's parsers (package `guest-contract`, library
+//! `guest_contract`). `init/contract/tests/fuzz_corpus.rs` includes this very file to
 //! replay the checked-in corpus on stable Rust. A panic is a finding.
 
 use guest_contract::cmdline::{self, Options, MAX_TIMEOUT};

@@ -1,9 +1,9 @@
 //! The list of fuzz targets and the corpus replay shared by the stable test
-//! suites (`init`, `initrd-builder`, `host-sysmgr` and `guest-agent` each include this file
+//! suites (`guest-contract`, `initrd-builder`, `host-sysmgr` and `guest-agent` each include this file
 //! with `#[path]` and replay the targets of their group).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Every fuzz target, with the crate whose parsers it checks. Each has
 /// `fuzz_targets/<name>.rs`, a `[[bin]]` in `fuzz/Cargo.toml` and a
@@ -35,9 +35,20 @@ pub const TARGETS: &[(&str, &str)] = &[
     ("agent", "network_request"),
 ];
 
-/// The fuzz crate's folder.
+/// The fuzz crate's folder: the nearest `fuzz/` above the crate that
+/// includes this file.
 pub fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    loop {
+        if dir.join("fuzz/Cargo.toml").is_file() {
+            return dir.join("fuzz");
+        }
+        assert!(
+            dir.pop(),
+            "no fuzz/ folder above {}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+    }
 }
 
 /// The files of `corpus/<target>/`, sorted, with their bytes.

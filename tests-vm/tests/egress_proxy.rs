@@ -7,7 +7,7 @@ use guest_contract::config::EgressProxy;
 use tests_vm::guest::Guest;
 
 /// A real certificate (openssl, P-256, self-signed), kept with init's tests.
-const CA: &str = include_str!("../../init/tests/data/proxy-ca.pem");
+const CA: &str = include_str!("../../init/contract/tests/data/proxy-ca.pem");
 const BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// A stand-in for Debian's tool: rebuilds the bundle from the certificates
 /// folder, as the real one does.

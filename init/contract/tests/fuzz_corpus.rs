@@ -2,10 +2,10 @@
 //! contract's targets through the very checks the cargo-fuzz targets run, so
 //! the inputs run on stable.
 
-#[path = "../../fuzz/src/contract.rs"]
+#[path = "../../../fuzz/src/contract.rs"]
 #[allow(dead_code)]
 mod checks;
-#[path = "../../fuzz/src/replay.rs"]
+#[path = "../../../fuzz/src/replay.rs"]
 #[allow(dead_code)]
 mod replay;
 
