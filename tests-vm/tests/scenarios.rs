@@ -388,6 +388,7 @@ fn hostname_and_sysctls_from_the_config() -> Result<()> {
             "/bin/cat",
             "/proc/sys/kernel/hostname",
             "/proc/sys/vm/swappiness",
+            "/etc/hosts",
         ],
     )
     .with_config(|c| {
@@ -396,6 +397,7 @@ fn hostname_and_sysctls_from_the_config() -> Result<()> {
     });
     let out = g.run()?;
     ensure!(out.has_line("guest-1") && out.has_line("7"), "{}", out.log);
+    ensure!(out.has_line("127.0.1.1\tguest-1"), "{}", out.log);
     expect_exit(&out, r#"HYPEMAN-EXIT code=0 message="success""#)
 }
 

@@ -98,6 +98,39 @@ impl NetSettings {
     }
 }
 
+/// `/etc/hosts` naming `hostname` (`127.0.1.1`, as Debian does) and
+/// `localhost`, built on the image's `existing` file (its lines are kept);
+/// `None` when the file already names both.
+pub fn hosts_file(existing: &str, hostname: &str) -> Option<String> {
+    let entries: Vec<Vec<&str>> = existing
+        .lines()
+        .map(|l| {
+            l.split('#')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect()
+        })
+        .filter(|f: &Vec<&str>| f.len() >= 2)
+        .collect();
+    let names = |name: &str| entries.iter().any(|f| f[1..].contains(&name));
+    let (has_localhost, has_host) = (names("localhost"), names(hostname));
+    if has_localhost && has_host {
+        return None;
+    }
+    let mut text = existing.to_string();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    if !has_localhost {
+        text.push_str("127.0.0.1\tlocalhost\n");
+    }
+    if !has_host {
+        text.push_str(&format!("127.0.1.1\t{hostname}\n"));
+    }
+    Some(text)
+}
+
 fn present(value: &Option<String>) -> Option<&str> {
     value.as_deref().filter(|v| !v.is_empty())
 }
@@ -240,6 +273,31 @@ mod tests {
             "nameserver 10.0.2.3\nnameserver 2001:db8::53\nnameserver 1.1.1.1\nsearch corp.example example.\n"
         );
         assert_eq!(s.mtu, Some(1400));
+    }
+
+    #[test]
+    fn hosts_name_the_hostname_and_keep_the_images_lines() {
+        assert_eq!(
+            hosts_file("", "guest-1").unwrap(),
+            "127.0.0.1\tlocalhost\n127.0.1.1\tguest-1\n"
+        );
+        let image = "127.0.0.1 localhost\n::1 localhost ip6-localhost\n10.1.1.1 db # the database";
+        assert_eq!(
+            hosts_file(image, "guest-1").unwrap(),
+            format!("{image}\n127.0.1.1\tguest-1\n")
+        );
+        let named = format!("{image}\n127.0.1.1\tguest-1\n");
+        assert_eq!(
+            hosts_file(&named, "guest-1"),
+            None,
+            "a second boot adds nothing"
+        );
+        assert!(hosts_file("# 127.0.0.1 localhost guest-1\n", "guest-1")
+            .unwrap()
+            .contains("127.0.1.1\tguest-1"));
+        assert!(hosts_file("10.0.0.1 db\n", "db")
+            .unwrap()
+            .contains("localhost"));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Superset settings applied to the guest before the app starts: `hostname`
-//! and `sysctls`. Validation is the contract library's
+//! (and its line in the new root's `/etc/hosts`) and `sysctls`. Validation is the contract library's
 //! ([`guest_contract::sysctl`]); application goes through [`Sys`].
 
 use super::{fatal, report, BootError, Ctx};
@@ -22,6 +22,7 @@ pub fn apply<S: Sys>(sys: &mut S, ctx: &Ctx, config: &Config) -> Result<(), Boot
         } else if let Err(e) = sys.set_hostname(h) {
             return fatal(InitFailure::ConfigInvalid, format!("hostname {h}: {e}"));
         }
+        name_in_hosts(sys, h);
     }
     for (key, value) in config.sysctls.iter().flatten() {
         let path = sysctl_path(key).or_else(invalid)?;
@@ -35,4 +36,23 @@ pub fn apply<S: Sys>(sys: &mut S, ctx: &Ctx, config: &Config) -> Result<(), Boot
         }
     }
     Ok(())
+}
+
+/// Largest `/etc/hosts` read back.
+const MAX_HOSTS_BYTES: usize = 1 << 20;
+
+/// The new root's `/etc/hosts` names the hostname (the image's lines are
+/// kept); a failure is one ERROR line.
+fn name_in_hosts<S: Sys>(sys: &mut S, hostname: &str) {
+    let current = sys
+        .read_file("/etc/hosts", MAX_HOSTS_BYTES)
+        .unwrap_or_default();
+    let current = String::from_utf8_lossy(&current);
+    let Some(text) = guest_contract::network::hosts_file(&current, hostname) else {
+        return;
+    };
+    let _ = sys.mkdir_all("/etc");
+    if let Err(e) = sys.write_file("/etc/hosts", text.as_bytes(), 0o644) {
+        report::error(sys, "system", &format!("write /etc/hosts: {e}"));
+    }
 }

@@ -740,6 +740,11 @@ fn hostname_and_sysctls_are_applied_before_the_agent() {
     f.file("/proc/sys/net/ipv4/conf/eth0.1/rp_filter", b"1");
     assert_eq!(booted(&mut f).0, 0);
     index(&f, "hostname guest-1");
+    assert!(index(&f, "switch_root") < index(&f, "write /etc/hosts 644"));
+    assert_eq!(
+        f.files["/etc/hosts"],
+        b"127.0.0.1\tlocalhost\n127.0.1.1\tguest-1\n"
+    );
     index(&f, "write_existing /proc/sys/vm/swappiness \"7\\n\"");
     index(
         &f,
