@@ -35,36 +35,35 @@ pub const UPDATE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest trust bundle read back.
 const MAX_BUNDLE_BYTES: usize = 16 << 20;
 
-fn failed(detail: impl Into<String>) -> BootError {
+/// The egress-proxy failure (78) with `detail`.
+pub fn failed(detail: impl Into<String>) -> BootError {
     BootError {
         failure: InitFailure::EgressProxy,
         detail: detail.into(),
     }
 }
 
-/// Installs the CA `config` carries, if any.
-pub fn apply<S: Sys>(sys: &mut S, config: &Config) -> Result<(), BootError> {
-    let Some(proxy) = config
-        .egress_proxy
-        .as_ref()
-        .filter(|p| p.enabled == Some(true))
-    else {
-        return Ok(());
-    };
-    let Some(pem) = proxy
+/// The PEM `config` asks to install: with `egress_proxy.enabled` and a
+/// non-blank `ca_cert_pem`.
+pub fn wanted(config: &Config) -> Option<&str> {
+    let proxy = config.egress_proxy.as_ref()?;
+    if proxy.enabled != Some(true) {
+        return None;
+    }
+    proxy
         .ca_cert_pem
         .as_deref()
         .filter(|p| !p.trim().is_empty())
-    else {
-        return Ok(());
-    };
-    let certs = guest_contract::pem::certificates(pem).map_err(|e| failed(e.to_string()))?;
+}
+
+/// Installs `certs` (checked while planning).
+pub fn apply<S: Sys>(sys: &mut S, certs: &str) -> Result<(), BootError> {
     let _ = sys.mkdir_all("/usr/local/share/ca-certificates");
     sys.write_file(CA_FILE, certs.as_bytes(), 0o644)
         .map_err(|e| failed(format!("write {CA_FILE}: {e}")))?;
     match UPDATE_TOOLS.into_iter().find(|t| sys.is_executable(t)) {
         Some(tool) => run_update_tool(sys, tool)?,
-        None => append_to_bundles(sys, &certs)?,
+        None => append_to_bundles(sys, certs)?,
     }
     super::report::info(
         sys,

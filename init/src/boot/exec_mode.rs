@@ -14,21 +14,6 @@ pub const FORWARDED: [i32; 4] = [libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, lib
 
 /// Run the app and supervise it until it exits; then report and power off.
 pub fn run<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> (i32, String) {
-    let _ = sys.mkdir_all("/run/hypeman");
-    write_boot_timings(sys, ctx);
-    if let Err(e) = super::system::apply(sys, ctx, config) {
-        return report::fail(sys, ctx, &e);
-    }
-    if let Err(e) = network(sys, ctx, config) {
-        return report::fail(sys, ctx, &e);
-    }
-    if config.volume_mounts.as_ref().is_some_and(|v| !v.is_empty()) {
-        super::volumes::apply(sys, ctx, config);
-        ctx.timing.mark("volumes", sys.boottime());
-    }
-    if let Err(e) = super::ca::apply(sys, config) {
-        return report::fail(sys, ctx, &e);
-    }
     let env = app_env(sys, config);
     let env = match env {
         Ok(e) => e,
@@ -71,21 +56,6 @@ pub fn run<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> (i32, String)
     finish(sys, ctx, code, oom)
 }
 
-/// The network step; in test mode only inside a network namespace of the
-/// test's own (`hypeman.test_net=1`), never the host's.
-fn network<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> Result<(), BootError> {
-    if ctx.test_mode && !ctx.opts.test_net && config.network_enabled() {
-        let msg = "test mode: network not configured (no hypeman.test_net=1)";
-        report::info(sys, "network", msg);
-        return Ok(());
-    }
-    super::network::apply(sys, config)?;
-    if config.network_enabled() {
-        ctx.timing.mark("network", sys.boottime());
-    }
-    Ok(())
-}
-
 fn program_start<S: Sys>(sys: &mut S) {
     let (secs, nanos) = sys.realtime();
     report::sentinel(
@@ -99,7 +69,8 @@ pub const BOOT_TIMINGS: &str = "/run/hypeman/boot-timings";
 
 /// The phases measured so far (up to the switch), as `name=micros` words on
 /// one line, in the new root; a failure is one ERROR line.
-fn write_boot_timings<S: Sys>(sys: &mut S, ctx: &Ctx) {
+pub fn write_boot_timings<S: Sys>(sys: &mut S, ctx: &Ctx) {
+    let _ = sys.mkdir_all("/run/hypeman");
     let line = format!("{}\n", ctx.timing.micros_words());
     if let Err(e) = sys.write_file(BOOT_TIMINGS, line.as_bytes(), 0o644) {
         report::error(sys, "timing", &format!("write {BOOT_TIMINGS}: {e}"));

@@ -1,4 +1,6 @@
-//! The boot path: plan (pure, in [`plan`]) applied through the [`Sys`] seam.
+//! The boot path: a plan held as data ([`steps`]: pure functions of the
+//! options, the config and what init knows; mounts in [`plan`]) applied step
+//! by step through the [`Sys`] seam, then exec mode ([`exec_mode`]).
 
 pub mod agent;
 pub mod ca;
@@ -6,6 +8,7 @@ pub mod exec_mode;
 pub mod network;
 pub mod plan;
 pub mod report;
+pub mod steps;
 pub mod system;
 pub mod volumes;
 
@@ -77,6 +80,8 @@ pub struct Ctx {
     pub timing: Timing,
     /// Whether test-only triggers are honoured.
     pub test_mode: bool,
+    /// The command line came from [`Inputs`], not /proc/cmdline.
+    pub cmdline_given: bool,
     /// Whether the agent was copied into the new root.
     pub agent_installed: bool,
     /// The agent's bytes, read from the initramfs before the switch and written
@@ -101,6 +106,7 @@ pub fn run<S: Sys>(sys: &mut S, inputs: &Inputs) -> (i32, String) {
         layout: Layout::new(kind),
         timing: Timing::new(inputs.start),
         test_mode: inputs.test_mode,
+        cmdline_given: inputs.cmdline_override.is_some(),
         agent_installed: false,
         agent_bytes: None,
         switched: false,
@@ -114,13 +120,44 @@ pub fn run<S: Sys>(sys: &mut S, inputs: &Inputs) -> (i32, String) {
         };
         return report::fail(sys, &ctx, &e);
     }
-    match boot(sys, &mut ctx, inputs) {
+    match boot(sys, &mut ctx) {
         Ok(config) => exec_mode::run(sys, &mut ctx, &config),
         Err(e) => report::fail(sys, &ctx, &e),
     }
 }
 
-fn boot<S: Sys>(sys: &mut S, ctx: &mut Ctx, inputs: &Inputs) -> Result<Config, BootError> {
+fn boot<S: Sys>(sys: &mut S, ctx: &mut Ctx) -> Result<Config, BootError> {
+    for step in steps::before_config() {
+        run_step(sys, ctx, &Config::default(), &step)?;
+    }
+    let config = read_config(sys, ctx)?;
+    ctx.timing.mark("config", sys.boottime());
+    let facts = steps::Facts {
+        test_mode: ctx.test_mode,
+    };
+    for step in steps::after_config(&ctx.opts, &config, facts)? {
+        run_step(sys, ctx, &config, &step)?;
+    }
+    Ok(config)
+}
+
+/// One step, then its mark in the timing line.
+fn run_step<S: Sys>(
+    sys: &mut S,
+    ctx: &mut Ctx,
+    config: &Config,
+    step: &steps::Step,
+) -> Result<(), BootError> {
+    steps::apply(sys, ctx, config, step)?;
+    if let Some(phase) = step.timing() {
+        ctx.timing.mark(phase, sys.boottime());
+    }
+    Ok(())
+}
+
+/// Signals, Ctrl-Alt-Del, the early mounts, then the command line (from
+/// /proc/cmdline unless test mode gave one) and test mode's guards.
+fn early<S: Sys>(sys: &mut S, ctx: &mut Ctx) -> Result<(), BootError> {
     if let Err(e) = sys.setup_signals() {
         return fatal(InitFailure::EarlyMount, format!("signal setup: {e}"));
     }
@@ -131,7 +168,7 @@ fn boot<S: Sys>(sys: &mut S, ctx: &mut Ctx, inputs: &Inputs) -> Result<Config, B
         InitFailure::EarlyMount,
         "mounts",
     )?;
-    if inputs.cmdline_override.is_none() {
+    if !ctx.cmdline_given {
         let raw = sys
             .read_file("/proc/cmdline", 64 * 1024)
             .unwrap_or_default();
@@ -143,20 +180,7 @@ fn boot<S: Sys>(sys: &mut S, ctx: &mut Ctx, inputs: &Inputs) -> Result<Config, B
     if ctx.test_mode {
         test_mode_guards(ctx)?;
     }
-    ctx.timing.mark("mounts", sys.boottime());
-    load_modules(sys, ctx);
-    ctx.timing.mark("modules", sys.boottime());
-    select_console(sys, &ctx.opts);
-    wait_devices(sys, ctx)?;
-    ctx.timing.mark("devices", sys.boottime());
-    mount_disks(sys, ctx)?;
-    ctx.timing.mark("disks", sys.boottime());
-    let config = read_config(sys, ctx)?;
-    ctx.timing.mark("config", sys.boottime());
-    prepare_newroot(sys, ctx, &config)?;
-    switch_root(sys, ctx)?;
-    ctx.timing.mark("switch", sys.boottime());
-    Ok(config)
+    Ok(())
 }
 
 /// Test mode (namespace tests on a host): never the host's console, modules or

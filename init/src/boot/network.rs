@@ -6,9 +6,8 @@
 //! boot with the network failure (77): an app that asked for a network
 //! never runs without one.
 
-use super::{fatal, report, BootError};
+use super::{report, BootError};
 use crate::sys::Sys;
-use guest_contract::config::Config;
 use guest_contract::exit::InitFailure;
 use guest_contract::network::NetSettings;
 use std::time::Duration;
@@ -18,13 +17,9 @@ pub const LINK_TIMEOUT: Duration = Duration::from_secs(5);
 /// The resolver configuration in the new root.
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";
 
-/// Applies the network `config` asks for; nothing without `network_enabled`.
-pub fn apply<S: Sys>(sys: &mut S, config: &Config) -> Result<(), BootError> {
-    let settings = match NetSettings::from_config(config) {
-        Ok(Some(s)) => s,
-        Ok(None) => return Ok(()),
-        Err(e) => return fatal(InitFailure::ConfigInvalid, e.to_string()),
-    };
+/// Applies checked network `settings` (planned from the config by
+/// [`super::steps::after_config`]).
+pub fn apply<S: Sys>(sys: &mut S, settings: &NetSettings) -> Result<(), BootError> {
     let lo = sys.net_wait_link("lo", Duration::ZERO);
     lo.and_then(|i| sys.net_link_up(i, None))
         .map_err(|e| failed("lo up".into(), e))?;
@@ -47,7 +42,7 @@ pub fn apply<S: Sys>(sys: &mut S, config: &Config) -> Result<(), BootError> {
         sys.write_file(RESOLV_CONF, text.as_bytes(), 0o644)
             .map_err(|e| failed(format!("write {RESOLV_CONF}"), e))?;
     }
-    report::info(sys, "network", &summary(&settings));
+    report::info(sys, "network", &summary(settings));
     Ok(())
 }
 

@@ -9,21 +9,19 @@
 
 use super::{report, Ctx};
 use crate::sys::{Mount, MountFlags, Sys};
-use guest_contract::config::Config;
 use guest_contract::fsdetect::{detect_volume, FsType, VOLUME_HEAD_BYTES};
-use guest_contract::volumes::{self, Volume, VolumeMode};
+use guest_contract::volumes::{Volume, VolumeError, VolumeMode};
 use std::time::Duration;
 
 /// How long a volume's device may take to appear.
 pub const DEVICE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Mounts every usable volume of `config`.
-pub fn apply<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) {
-    let (planned, refused) = volumes::plan(config);
+/// Reports the entries refused while planning, then mounts the others.
+pub fn apply<S: Sys>(sys: &mut S, ctx: &mut Ctx, planned: &[Volume], refused: &[VolumeError]) {
     for e in refused {
         report::error(sys, "volumes", &e.to_string());
     }
-    for v in &planned {
+    for v in planned {
         match mount_volume(sys, ctx, v) {
             Ok(fs) => {
                 let msg = format!(
