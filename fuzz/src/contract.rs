@@ -432,6 +432,14 @@ pub fn check_netconfig(data: &[u8]) {
     if let Some((_, prefix)) = s.address {
         assert!((1..=32).contains(&prefix));
     }
+    if let Some((ip, prefix)) = s.address6 {
+        assert!((1..=128).contains(&prefix) && !ip.is_unspecified() && !ip.is_multicast());
+    }
+    if let Some(mac) = s.mac {
+        assert_eq!(mac[0] & 1, 0);
+        let text = guest_contract::network::format_mac(mac);
+        assert_eq!(guest_contract::network::parse_mac(&text), Ok(mac));
+    }
     if let Some(mtu) = s.mtu {
         assert!(guest_contract::network::MTU_RANGE.contains(&mtu));
     }
@@ -470,7 +478,13 @@ pub fn check_rtnl_reply(data: &[u8]) {
     for own in [
         rtnl::link_up(seq, seq, Some(seq)),
         rtnl::add_ipv4(seq, seq, ip, (seq % 33) as u8),
-        rtnl::default_route(seq, seq, ip),
+        rtnl::add_address(
+            seq,
+            seq,
+            std::net::IpAddr::V6(ip.to_ipv6_mapped()),
+            (seq % 129) as u8,
+        ),
+        rtnl::default_route(seq, seq, std::net::IpAddr::V4(ip)),
     ] {
         assert_eq!(rtnl::reply(&own, seq), Reply::Other);
     }

@@ -129,24 +129,10 @@ fn check_interface(name: &str) -> Result<String, NetworkError> {
     Ok(name.to_string())
 }
 
-/// `aa:bb:cc:dd:ee:ff` (or with `-`), unicast and not all zeros.
+/// `aa:bb:cc:dd:ee:ff` (or with `-`), unicast and not all zeros (the
+/// contract's parser, which init uses for `guest_mac` too).
 pub fn parse_mac(text: &str) -> Result<[u8; 6], NetworkError> {
-    let bad = || invalid("mac", format!("{text:?} is not a MAC address"));
-    let parts: Vec<&str> = text.split([':', '-']).collect();
-    if parts.len() != 6 {
-        return Err(bad());
-    }
-    let mut mac = [0u8; 6];
-    for (byte, part) in mac.iter_mut().zip(&parts) {
-        if part.len() != 2 {
-            return Err(bad());
-        }
-        *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
-    }
-    if mac[0] & 1 == 1 || mac == [0; 6] {
-        return Err(invalid("mac", format!("{text} is not a unicast address")));
-    }
-    Ok(mac)
+    guest_contract::network::parse_mac(text).map_err(|reason| invalid("mac", reason))
 }
 
 fn parse_address(text: &str, prefix: u32) -> Result<(Ipv4Addr, u8), NetworkError> {

@@ -476,3 +476,28 @@ fn no_eth0_in_its_namespace_is_the_network_failure() {
         "{exit}"
     );
 }
+
+#[test]
+fn ipv6_and_an_interface_chosen_by_its_mac() {
+    let script = "echo '--- addr'; busybox ip -o addr show dev ens9 | awk '$3 != \"inet6\" || $4 !~ /^fe80/ {print $3, $4}'; \
+                  echo '--- route'; busybox ip -6 route show | grep default | awk '{print $1, $2, $3, $4, $5}'; echo '--- end'";
+    let extra = r#","network_enabled":true,"guest_mac":"02:00:00:00:00:42","guest_ip":"10.0.2.15","guest_cidr":24,"guest_ipv6":"2001:db8::15/64","guest_gw6":"2001:db8::1""#;
+    let mut s = Scenario::new(&config(&["/bin/sh", "-c", script], extra));
+    s.net = true;
+    s.net_link = Some(("ens9".into(), "02:00:00:00:00:42".into()));
+    let out = s.boot();
+    let c = &out.console;
+    assert_eq!(
+        lines_after(c, "--- addr"),
+        ["inet 10.0.2.15/24", "inet6 2001:db8::15/64"],
+        "{}",
+        out.text()
+    );
+    assert_eq!(
+        lines_after(c, "--- route"),
+        ["default via 2001:db8::1 dev ens9"],
+        "{}",
+        out.text()
+    );
+    assert_eq!(out.exit_line(), r#"HYPEMAN-EXIT code=0 message="success""#);
+}

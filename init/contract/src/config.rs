@@ -47,6 +47,9 @@ const TOP_KEYS: &[&str] = &[
     "user",
     "kernel_modules",
     "sysctls",
+    "guest_ipv6",
+    "guest_gw6",
+    "guest_mac",
 ];
 
 const VOLUME_KEYS: &[&str] = &[
@@ -121,6 +124,16 @@ pub struct Config {
     /// Superset: sysctls to set (`net.ipv4.ip_forward` -> `1`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sysctls: Option<BTreeMap<String, String>>,
+    /// Superset: a static IPv6 address with its prefix (`2001:db8::15/64`),
+    /// added without duplicate address detection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest_ipv6: Option<String>,
+    /// Superset: the IPv6 default gateway.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest_gw6: Option<String>,
+    /// Superset: configure the interface with this MAC address instead of eth0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest_mac: Option<String>,
 }
 
 /// One entry of `volume_mounts`.
@@ -310,6 +323,9 @@ fn config_from_object(
         user: field(obj, "user", "")?,
         kernel_modules: field(obj, "kernel_modules", "")?,
         sysctls: field(obj, "sysctls", "")?,
+        guest_ipv6: field(obj, "guest_ipv6", "")?,
+        guest_gw6: field(obj, "guest_gw6", "")?,
+        guest_mac: field(obj, "guest_mac", "")?,
     })
 }
 

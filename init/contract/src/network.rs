@@ -8,7 +8,7 @@
 //! host's init writes it, then one `search` line when domains are given.
 
 use crate::config::Config;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The interface init configures.
 pub const INTERFACE: &str = "eth0";
@@ -39,12 +39,18 @@ fn bad(key: &'static str, reason: impl Into<String>) -> NetError {
 /// Checked network settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetSettings {
-    /// The interface (`eth0`).
+    /// The interface (`eth0`), unless `mac` picks it.
     pub interface: String,
+    /// Configure the interface with this MAC address instead (`guest_mac`).
+    pub mac: Option<[u8; 6]>,
     /// Its IPv4 address and prefix length.
     pub address: Option<(Ipv4Addr, u8)>,
     /// The default gateway.
     pub gateway: Option<Ipv4Addr>,
+    /// A static IPv6 address and prefix length (`guest_ipv6`).
+    pub address6: Option<(Ipv6Addr, u8)>,
+    /// The IPv6 default gateway (`guest_gw6`).
+    pub gateway6: Option<Ipv6Addr>,
     /// DNS servers, `guest_dns` first.
     pub dns: Vec<IpAddr>,
     /// DNS search domains.
@@ -70,10 +76,16 @@ impl NetSettings {
             }
         }
         let mtu = config.mtu.map(check_mtu).transpose()?;
+        let mac = present(&config.guest_mac)
+            .map(|m| parse_mac(m).map_err(|reason| bad("guest_mac", reason)))
+            .transpose()?;
         Ok(Some(NetSettings {
             interface: INTERFACE.to_string(),
+            mac,
             address,
             gateway,
+            address6: present(&config.guest_ipv6).map(ipv6_address).transpose()?,
+            gateway6: present(&config.guest_gw6).map(ipv6_gateway).transpose()?,
             dns: dns_servers(config)?,
             search: search_domains(config)?,
             mtu,
@@ -129,6 +141,64 @@ pub fn hosts_file(existing: &str, hostname: &str) -> Option<String> {
         text.push_str(&format!("127.0.1.1\t{hostname}\n"));
     }
     Some(text)
+}
+
+/// `aa:bb:cc:dd:ee:ff` (or with `-`): a unicast MAC address, not all zeros.
+pub fn parse_mac(text: &str) -> Result<[u8; 6], String> {
+    let bad = || format!("{text:?} is not a MAC address");
+    let parts: Vec<&str> = text.split([':', '-']).collect();
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (byte, part) in mac.iter_mut().zip(&parts) {
+        if part.len() != 2 {
+            return Err(bad());
+        }
+        *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+    }
+    if mac[0] & 1 == 1 || mac == [0; 6] {
+        return Err(format!("{text} is not a unicast address"));
+    }
+    Ok(mac)
+}
+
+/// A MAC address as `ip` and sysfs print it (`02:00:00:00:00:42`).
+pub fn format_mac(mac: [u8; 6]) -> String {
+    let parts: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+    parts.join(":")
+}
+
+/// `2001:db8::15/64`: a unicast IPv6 address (not link-local, which the
+/// kernel makes itself) and a prefix length of 1-128.
+fn ipv6_address(text: &str) -> Result<(Ipv6Addr, u8), NetError> {
+    let key = "guest_ipv6";
+    let (ip, prefix) = text
+        .split_once('/')
+        .ok_or_else(|| bad(key, format!("{text:?} lacks its /prefix")))?;
+    let ip: Ipv6Addr = ip
+        .parse()
+        .map_err(|_| bad(key, format!("{ip:?} is not an IPv6 address")))?;
+    if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_unicast_link_local() {
+        return Err(bad(key, format!("{ip} cannot be used here")));
+    }
+    match prefix.parse::<u8>() {
+        Ok(p @ 1..=128) => Ok((ip, p)),
+        _ => Err(bad(
+            key,
+            format!("{prefix:?} is not a prefix length of 1-128"),
+        )),
+    }
+}
+
+fn ipv6_gateway(text: &str) -> Result<Ipv6Addr, NetError> {
+    let gw: Ipv6Addr = text
+        .parse()
+        .map_err(|_| bad("guest_gw6", format!("{text:?} is not an IPv6 address")))?;
+    if gw.is_unspecified() || gw.is_loopback() || gw.is_multicast() {
+        return Err(bad("guest_gw6", format!("{gw} cannot be a gateway")));
+    }
+    Ok(gw)
 }
 
 fn present(value: &Option<String>) -> Option<&str> {
@@ -276,6 +346,20 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_and_mac_selection_are_superset_keys() {
+        let s = settings(
+            r#"{"network_enabled":true,"guest_ipv6":"2001:db8::15/64","guest_gw6":"fe80::1","guest_mac":"02-00-00-00-00-42"}"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.address6, Some(("2001:db8::15".parse().unwrap(), 64)));
+        assert_eq!(s.gateway6, Some("fe80::1".parse().unwrap()));
+        assert_eq!(s.mac, Some([2, 0, 0, 0, 0, 0x42]));
+        assert_eq!(format_mac([2, 0, 0, 0xab, 0, 0x42]), "02:00:00:ab:00:42");
+        assert_eq!(s.address, None);
+    }
+
+    #[test]
     fn hosts_name_the_hostname_and_keep_the_images_lines() {
         assert_eq!(
             hosts_file("", "guest-1").unwrap(),
@@ -338,6 +422,13 @@ mod tests {
             ),
             (r#""mtu":67"#, "mtu"),
             (r#""mtu":65536"#, "mtu"),
+            (r#""guest_ipv6":"2001:db8::15""#, "guest_ipv6"),
+            (r#""guest_ipv6":"fe80::1/64""#, "guest_ipv6"),
+            (r#""guest_ipv6":"2001:db8::15/129""#, "guest_ipv6"),
+            (r#""guest_ipv6":"10.0.2.15/24""#, "guest_ipv6"),
+            (r#""guest_gw6":"ff02::1""#, "guest_gw6"),
+            (r#""guest_mac":"01:00:5e:00:00:01""#, "guest_mac"),
+            (r#""guest_mac":"02:00:00:00:00""#, "guest_mac"),
         ] {
             let e = settings(&format!(r#"{{"network_enabled":true,{json}}}"#)).unwrap_err();
             assert_eq!(e.key, key, "{json}: {e}");

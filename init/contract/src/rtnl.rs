@@ -4,7 +4,7 @@
 //! (`linux/netlink.h`, `linux/rtnetlink.h`, `linux/if_addr.h`); numbers are
 //! native-endian as the kernel reads them.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Size of `struct nlmsghdr`.
 pub const HEADER_LEN: usize = 16;
@@ -17,6 +17,9 @@ const RTM_SETLINK: u16 = 19;
 const RTM_NEWADDR: u16 = 20;
 const RTM_NEWROUTE: u16 = 24;
 const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+const IFA_F_NODAD: u8 = 0x02;
+const IFA_FLAGS: u16 = 8;
 const IFF_UP: u32 = 0x1;
 const IFLA_MTU: u16 = 4;
 const IFA_ADDRESS: u16 = 1;
@@ -85,7 +88,16 @@ pub fn link_up(seq: u32, index: u32, mtu: Option<u32>) -> Vec<u8> {
 }
 
 /// RTM_NEWADDR (create or replace): `addr/prefix` on link `index`, with
-/// its broadcast address for prefixes below /31.
+/// its broadcast address for IPv4 prefixes below /31; IPv6 without
+/// duplicate address detection (usable at once).
+pub fn add_address(seq: u32, index: u32, addr: IpAddr, prefix: u8) -> Vec<u8> {
+    match addr {
+        IpAddr::V4(a) => add_ipv4(seq, index, a, prefix),
+        IpAddr::V6(a) => add_ipv6(seq, index, a, prefix),
+    }
+}
+
+/// RTM_NEWADDR for an IPv4 address.
 pub fn add_ipv4(seq: u32, index: u32, addr: Ipv4Addr, prefix: u8) -> Vec<u8> {
     // struct ifaddrmsg: family, prefixlen, flags, scope, index.
     let mut ifa = vec![AF_INET, prefix, 0, RT_SCOPE_UNIVERSE];
@@ -100,17 +112,33 @@ pub fn add_ipv4(seq: u32, index: u32, addr: Ipv4Addr, prefix: u8) -> Vec<u8> {
     }
 }
 
+/// RTM_NEWADDR for an IPv6 address, flagged IFA_F_NODAD.
+pub fn add_ipv6(seq: u32, index: u32, addr: Ipv6Addr, prefix: u8) -> Vec<u8> {
+    let mut ifa = vec![AF_INET6, prefix, IFA_F_NODAD, RT_SCOPE_UNIVERSE];
+    ifa.extend_from_slice(&index.to_ne_bytes());
+    Message::new(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, seq)
+        .bytes(&ifa)
+        .attr(IFA_LOCAL, &addr.octets())
+        .attr(IFA_ADDRESS, &addr.octets())
+        .attr(IFA_FLAGS, &u32::from(IFA_F_NODAD).to_ne_bytes())
+        .finish()
+}
+
 /// The broadcast address of `addr/prefix` (none for /31 and /32).
 pub fn broadcast(addr: Ipv4Addr, prefix: u8) -> Option<Ipv4Addr> {
     (prefix < 31).then(|| Ipv4Addr::from(u32::from(addr) | (u32::MAX >> prefix)))
 }
 
-/// RTM_NEWROUTE (create or replace): the main table's default route via
-/// `gw` on link `index`.
-pub fn default_route(seq: u32, index: u32, gw: Ipv4Addr) -> Vec<u8> {
+/// RTM_NEWROUTE (create or replace): the main table's default route (IPv4
+/// or IPv6, as `gw` is) via `gw` on link `index`.
+pub fn default_route(seq: u32, index: u32, gw: IpAddr) -> Vec<u8> {
+    let (family, gw) = match gw {
+        IpAddr::V4(g) => (AF_INET, g.octets().to_vec()),
+        IpAddr::V6(g) => (AF_INET6, g.octets().to_vec()),
+    };
     // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
     let mut rtm = vec![
-        AF_INET,
+        family,
         0,
         0,
         0,
@@ -122,7 +150,7 @@ pub fn default_route(seq: u32, index: u32, gw: Ipv4Addr) -> Vec<u8> {
     rtm.extend_from_slice(&0u32.to_ne_bytes());
     Message::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, seq)
         .bytes(&rtm)
-        .attr(RTA_GATEWAY, &gw.octets())
+        .attr(RTA_GATEWAY, &gw)
         .attr(RTA_OIF, &index.to_ne_bytes())
         .finish()
 }
@@ -221,7 +249,14 @@ mod tests {
             add_ipv4(8, 3, Ipv4Addr::new(10, 0, 2, 15), 32).len(),
             16 + 8 + 2 * 8
         );
-        let r = default_route(9, 3, Ipv4Addr::new(10, 0, 2, 2));
+        let v6 = add_address(8, 3, IpAddr::V6("2001:db8::15".parse().unwrap()), 64);
+        assert_eq!(v6.len(), 16 + 8 + 2 * 20 + 8);
+        assert_eq!(&v6[16..20], &[AF_INET6, 64, IFA_F_NODAD, 0]);
+        assert_eq!(&v6[28..30], &[0x20, 0x01], "IFA_LOCAL starts 2001:");
+        let r6 = default_route(9, 3, IpAddr::V6("fe80::1".parse().unwrap()));
+        assert_eq!(r6.len(), 16 + 12 + 20 + 8);
+        assert_eq!(r6[16], AF_INET6);
+        let r = default_route(9, 3, IpAddr::V4(Ipv4Addr::new(10, 0, 2, 2)));
         assert_eq!(r.len(), 16 + 12 + 8 + 8);
         assert_eq!(
             &r[16..24],

@@ -10,6 +10,7 @@ use super::{report, BootError};
 use crate::sys::Sys;
 use guest_contract::exit::InitFailure;
 use guest_contract::network::NetSettings;
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// How long eth0 may take to appear (its driver probes asynchronously).
@@ -23,17 +24,23 @@ pub fn apply<S: Sys>(sys: &mut S, settings: &NetSettings) -> Result<(), BootErro
     let lo = sys.net_wait_link("lo", Duration::ZERO);
     lo.and_then(|i| sys.net_link_up(i, None))
         .map_err(|e| failed("lo up".into(), e))?;
-    let name = &settings.interface;
-    let index = sys
-        .net_wait_link(name, LINK_TIMEOUT)
-        .map_err(|e| failed(format!("wait for {name}"), e))?;
+    let (index, name) = find_interface(sys, settings)?;
+    let name = &name;
     if let Some((ip, prefix)) = settings.address {
-        sys.net_add_ipv4(index, ip, prefix)
+        sys.net_add_address(index, IpAddr::V4(ip), prefix)
+            .map_err(|e| failed(format!("{name} address {ip}/{prefix}"), e))?;
+    }
+    if let Some((ip, prefix)) = settings.address6 {
+        sys.net_add_address(index, IpAddr::V6(ip), prefix)
             .map_err(|e| failed(format!("{name} address {ip}/{prefix}"), e))?;
     }
     sys.net_link_up(index, settings.mtu)
         .map_err(|e| failed(format!("{name} up"), e))?;
-    if let Some(gw) = settings.gateway {
+    let gateways = [
+        settings.gateway.map(IpAddr::V4),
+        settings.gateway6.map(IpAddr::V6),
+    ];
+    for gw in gateways.into_iter().flatten() {
         sys.net_default_route(index, gw)
             .map_err(|e| failed(format!("default route via {gw}"), e))?;
     }
@@ -42,8 +49,26 @@ pub fn apply<S: Sys>(sys: &mut S, settings: &NetSettings) -> Result<(), BootErro
         sys.write_file(RESOLV_CONF, text.as_bytes(), 0o644)
             .map_err(|e| failed(format!("write {RESOLV_CONF}"), e))?;
     }
-    report::info(sys, "network", &summary(settings));
+    report::info(sys, "network", &summary(settings, name));
     Ok(())
+}
+
+/// eth0, or the interface `guest_mac` names: its index and name.
+fn find_interface<S: Sys>(sys: &mut S, s: &NetSettings) -> Result<(u32, String), BootError> {
+    match s.mac {
+        Some(mac) => {
+            let text = guest_contract::network::format_mac(mac);
+            sys.net_wait_mac(mac, LINK_TIMEOUT)
+                .map_err(|e| failed(format!("wait for the interface with MAC {text}"), e))
+        }
+        None => {
+            let name = &s.interface;
+            let index = sys
+                .net_wait_link(name, LINK_TIMEOUT)
+                .map_err(|e| failed(format!("wait for {name}"), e))?;
+            Ok((index, name.clone()))
+        }
+    }
 }
 
 fn failed(what: String, e: std::io::Error) -> BootError {
@@ -54,12 +79,18 @@ fn failed(what: String, e: std::io::Error) -> BootError {
 }
 
 /// One line: what the interface now has.
-fn summary(s: &NetSettings) -> String {
-    let mut words = vec![s.interface.clone()];
+fn summary(s: &NetSettings, name: &str) -> String {
+    let mut words = vec![name.to_string()];
     if let Some((ip, prefix)) = s.address {
         words.push(format!("{ip}/{prefix}"));
     }
     if let Some(gw) = s.gateway {
+        words.push(format!("via {gw}"));
+    }
+    if let Some((ip, prefix)) = s.address6 {
+        words.push(format!("{ip}/{prefix}"));
+    }
+    if let Some(gw) = s.gateway6 {
         words.push(format!("via {gw}"));
     }
     if let Some(mtu) = s.mtu {

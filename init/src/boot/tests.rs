@@ -1489,3 +1489,41 @@ fn a_disabled_proxy_or_one_without_a_ca_installs_nothing() {
         assert!(!f.files.contains_key(ca::CA_FILE));
     }
 }
+
+#[test]
+fn ipv6_and_the_interface_named_by_its_mac() {
+    let cfg = r#"{"cmd":["/bin/app"],"network_enabled":true,"guest_mac":"02:00:00:00:00:42",
+        "guest_ip":"10.0.2.15","guest_cidr":24,"guest_gw":"10.0.2.2",
+        "guest_ipv6":"2001:db8::15/64","guest_gw6":"2001:db8::1"}"#;
+    let mut f = ready_fake(cfg);
+    f.net_links.insert("ens4".into(), 7);
+    f.net_macs.insert("02:00:00:00:00:42".into(), "ens4".into());
+    assert_eq!(booted(&mut f).0, 0);
+    assert_eq!(
+        f.calls_with("net "),
+        [
+            "net wait lo 0ms",
+            "net up 1",
+            "net wait mac 02:00:00:00:00:42 5000ms",
+            "net addr 7 10.0.2.15/24",
+            "net addr 7 2001:db8::15/64",
+            "net up 7",
+            "net route 7 via 10.0.2.2",
+            "net route 7 via 2001:db8::1",
+        ]
+    );
+    assert!(
+        f.console.contains(
+            "[hypeman-init:network] ens4 10.0.2.15/24 via 10.0.2.2 2001:db8::15/64 via 2001:db8::1"
+        ),
+        "{}",
+        f.console
+    );
+    let mut none = ready_fake(cfg);
+    booted(&mut none);
+    assert_init_failure(
+        &none,
+        InitFailure::Network,
+        "wait for the interface with MAC 02:00:00:00:00:42: ",
+    );
+}

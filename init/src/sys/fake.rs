@@ -4,7 +4,7 @@
 use super::{Child, Event, Mount, Readiness, SpawnError, SpawnSpec, Sys};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// The fake system.
@@ -52,6 +52,8 @@ pub struct FakeSys {
     pub spawn_clock: Vec<u64>,
     /// Network interfaces that exist (name → index); `lo` and `eth0` by default.
     pub net_links: BTreeMap<String, u32>,
+    /// Interface names by MAC address (`02:00:…`).
+    pub net_macs: BTreeMap<String, String>,
     /// Netlink request kinds (`up`, `addr`, `route`) that fail with EPERM.
     pub failing_net: BTreeSet<String>,
     /// Fake clock (ms), advanced by each boottime() read.
@@ -329,10 +331,17 @@ impl Sys for FakeSys {
         let mtu = mtu.map(|m| format!(" mtu {m}")).unwrap_or_default();
         self.net_call("up", format!("net up {index}{mtu}"))
     }
-    fn net_add_ipv4(&mut self, index: u32, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
+    fn net_wait_mac(&mut self, mac: [u8; 6], timeout: Duration) -> io::Result<(u32, String)> {
+        let text = guest_contract::network::format_mac(mac);
+        self.record(format!("net wait mac {text} {}ms", timeout.as_millis()));
+        let name = self.net_macs.get(&text).cloned();
+        let found = name.and_then(|n| Some((*self.net_links.get(&n)?, n)));
+        found.ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, format!("no interface {text}")))
+    }
+    fn net_add_address(&mut self, index: u32, addr: IpAddr, prefix: u8) -> io::Result<()> {
         self.net_call("addr", format!("net addr {index} {addr}/{prefix}"))
     }
-    fn net_default_route(&mut self, index: u32, gw: Ipv4Addr) -> io::Result<()> {
+    fn net_default_route(&mut self, index: u32, gw: IpAddr) -> io::Result<()> {
         self.net_call("route", format!("net route {index} via {gw}"))
     }
 }

@@ -13,7 +13,7 @@ pub mod fake;
 pub use guest_contract::userdb::Credentials;
 use nix::errno::Errno;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// Filesystem magic of ramfs (statfs f_type).
@@ -229,10 +229,13 @@ pub trait Sys {
     fn net_wait_link(&mut self, name: &str, timeout: Duration) -> io::Result<u32>;
     /// Sets link `index` up, with `mtu` when given.
     fn net_link_up(&mut self, index: u32, mtu: Option<u32>) -> io::Result<()>;
-    /// Adds IPv4 `addr/prefix` to link `index`.
-    fn net_add_ipv4(&mut self, index: u32, addr: Ipv4Addr, prefix: u8) -> io::Result<()>;
-    /// Replaces the default IPv4 route: via `gw` on link `index`.
-    fn net_default_route(&mut self, index: u32, gw: Ipv4Addr) -> io::Result<()>;
+    /// Waits up to `timeout` for the interface with MAC address `mac`; its
+    /// index and name.
+    fn net_wait_mac(&mut self, mac: [u8; 6], timeout: Duration) -> io::Result<(u32, String)>;
+    /// Adds `addr/prefix` (IPv4, or IPv6 without DAD) to link `index`.
+    fn net_add_address(&mut self, index: u32, addr: IpAddr, prefix: u8) -> io::Result<()>;
+    /// Replaces the default route of `gw`'s family: via `gw` on link `index`.
+    fn net_default_route(&mut self, index: u32, gw: IpAddr) -> io::Result<()>;
 }
 
 /// Why a child could not be started. The cause is the `source`, never part

@@ -7,7 +7,7 @@ use guest_contract::rtnl::{self, Reply};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
@@ -67,13 +67,13 @@ impl Rtnl {
     }
 
     /// Adds (or replaces) `addr/prefix` on link `index`.
-    pub fn add_ipv4(&mut self, index: u32, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
+    pub fn add_address(&mut self, index: u32, addr: IpAddr, prefix: u8) -> io::Result<()> {
         let seq = self.next_seq();
-        self.request(&rtnl::add_ipv4(seq, index, addr, prefix), seq)
+        self.request(&rtnl::add_address(seq, index, addr, prefix), seq)
     }
 
-    /// Replaces the main table's default IPv4 route: via `gw` on link `index`.
-    pub fn default_route(&mut self, index: u32, gw: Ipv4Addr) -> io::Result<()> {
+    /// Replaces the main table's default route of `gw`'s family.
+    pub fn default_route(&mut self, index: u32, gw: IpAddr) -> io::Result<()> {
         let seq = self.next_seq();
         self.request(&rtnl::default_route(seq, index, gw), seq)
     }
@@ -98,19 +98,59 @@ pub fn link_index(name: &str) -> Option<u32> {
 /// Waits up to `timeout` for interface `name` to exist; its index. Woken by
 /// the kernel's link notifications, not by polling.
 pub fn wait_link(name: &str, timeout: Duration) -> io::Result<u32> {
-    // Subscribed before the first look, so a link that appears in between
-    // still wakes us.
+    wait_for(timeout, || link_index(name)).map_err(|_| {
+        timed_out(format!(
+            "no interface {name} after {} ms",
+            timeout.as_millis()
+        ))
+    })
+}
+
+/// Waits up to `timeout` for the interface whose MAC address is `mac`; its
+/// index and name.
+pub fn wait_mac(mac: [u8; 6], timeout: Duration) -> io::Result<(u32, String)> {
+    let text = guest_contract::network::format_mac(mac);
+    wait_for(timeout, || {
+        let name = link_with_mac(&text)?;
+        Some((link_index(&name)?, name))
+    })
+    .map_err(|_| {
+        timed_out(format!(
+            "no interface with MAC {text} after {} ms",
+            timeout.as_millis()
+        ))
+    })
+}
+
+fn timed_out(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, msg)
+}
+
+/// The interface whose `/sys/class/net/<name>/address` is `mac`.
+fn link_with_mac(mac: &str) -> Option<String> {
+    std::fs::read_dir("/sys/class/net")
+        .ok()?
+        .flatten()
+        .find_map(|e| {
+            let address = std::fs::read_to_string(e.path().join("address")).ok()?;
+            (address.trim() == mac).then(|| e.file_name().to_string_lossy().into_owned())
+        })
+}
+
+/// Calls `look` until it finds something or `timeout` passes, woken by the
+/// kernel's link notifications (subscribed before the first look, so a link
+/// that appears in between still wakes us).
+fn wait_for<T>(timeout: Duration, mut look: impl FnMut() -> Option<T>) -> io::Result<T> {
     let mut events = Socket::new(NETLINK_ROUTE)?;
     events.bind(&SocketAddr::new(0, RTMGRP_LINK))?;
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(index) = link_index(name) {
-            return Ok(index);
+        if let Some(found) = look() {
+            return Ok(found);
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            let msg = format!("no interface {name} after {} ms", timeout.as_millis());
-            return Err(io::Error::new(io::ErrorKind::TimedOut, msg));
+            return Err(timed_out("timed out".into()));
         }
         if readable(events.as_fd(), left)? {
             // Drain one notification; the loop looks again.

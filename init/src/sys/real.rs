@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use std::ffi::CString;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
@@ -388,11 +388,15 @@ impl Sys for RealSys {
         super::netlink::Rtnl::open()?.link_up(index, mtu)
     }
 
-    fn net_add_ipv4(&mut self, index: u32, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
-        super::netlink::Rtnl::open()?.add_ipv4(index, addr, prefix)
+    fn net_wait_mac(&mut self, mac: [u8; 6], timeout: Duration) -> io::Result<(u32, String)> {
+        super::netlink::wait_mac(mac, timeout)
     }
 
-    fn net_default_route(&mut self, index: u32, gw: Ipv4Addr) -> io::Result<()> {
+    fn net_add_address(&mut self, index: u32, addr: IpAddr, prefix: u8) -> io::Result<()> {
+        super::netlink::Rtnl::open()?.add_address(index, addr, prefix)
+    }
+
+    fn net_default_route(&mut self, index: u32, gw: IpAddr) -> io::Result<()> {
         super::netlink::Rtnl::open()?.default_route(index, gw)
     }
 }

@@ -181,6 +181,8 @@ pub struct Scenario {
     pub net: bool,
     /// With `net`: leave the namespace without eth0.
     pub no_eth0: bool,
+    /// With `net`: the link's name and MAC instead of eth0 and a random one.
+    pub net_link: Option<(String, String)>,
 }
 
 impl Scenario {
@@ -196,6 +198,7 @@ impl Scenario {
             symlinks: Vec::new(),
             net: false,
             no_eth0: false,
+            net_link: None,
         }
     }
 }
@@ -277,7 +280,10 @@ set -e
 if [ -n "$IP_TOOL" ]; then
   # Only in a fresh network namespace: nothing but lo.
   [ "$("$IP_TOOL" -o link show | wc -l)" = 1 ]
-  [ -n "$NO_ETH0" ] || "$IP_TOOL" link add eth0 type bridge
+  if [ -z "$NO_ETH0" ]; then
+    "$IP_TOOL" link add "${NET_NAME:-eth0}" type bridge
+    [ -z "$NET_MAC" ] || "$IP_TOOL" link set "$NET_NAME" address "$NET_MAC"
+  fi
 fi
 if [ -n "$DIRECT_DEV" ]; then
   mount -t ext4 -o ro "$DIRECT_DEV" "$NEWROOT"
@@ -379,6 +385,14 @@ impl Scenario {
         .env("PATH", "/bin:/usr/bin:/sbin:/usr/sbin")
         .env("IP_TOOL", if self.net { ip_tool() } else { String::new() })
         .env("NO_ETH0", if self.no_eth0 { "1" } else { "" })
+        .env(
+            "NET_NAME",
+            self.net_link.as_ref().map_or("", |l| l.0.as_str()),
+        )
+        .env(
+            "NET_MAC",
+            self.net_link.as_ref().map_or("", |l| l.1.as_str()),
+        )
         .env("HYPEMAN_INIT_CMDLINE", cmdline.trim())
         .env("NEWROOT", &newroot)
         .env("STAGE", &stage)
