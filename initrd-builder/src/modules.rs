@@ -7,6 +7,8 @@
 //! dependency (or a wanted name) that is an alias is satisfied by any carried module
 //! that provides it; when none is carried yet, every provider not excluded is added.
 
+use guest_contract::modindex::{alias_line, dep_line, softdep_line};
+pub use guest_contract::modindex::{module_name, normalize, uncompressed_path};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
@@ -106,24 +108,12 @@ pub struct TrimmedIndex {
     pub alias: String,
 }
 
-/// `-` → `_`, as module names are compared.
-pub fn normalize(name: &str) -> String {
-    name.replace('-', "_")
-}
-
 /// Largest index file (`modules.dep`, …) read; Debian's `modules.alias` is
 /// ~1.5 MiB.
 pub const MAX_INDEX_BYTES: u64 = 64 << 20;
 /// Largest module read or decompressed (the biggest Debian modules are
 /// ~20 MiB uncompressed): a guard against decompression bombs.
 pub const MAX_MODULE_BYTES: u64 = 256 << 20;
-
-/// The module name of a `modules.dep` path (`kernel/fs/ext4/ext4.ko.xz` → `ext4`):
-/// the file name without its compression suffix and `.ko`, `-` turned to `_`.
-pub fn module_name(path: &str) -> String {
-    let base = uncompressed_path(path.rsplit('/').next().unwrap_or(path));
-    normalize(base.strip_suffix(".ko").unwrap_or(&base))
-}
 
 /// Why a `modules.dep` path is refused: it must be relative, without `..`
 /// or whitespace, and name `NAME.ko` (optionally `.xz`, `.zst`, `.gz`) with a
@@ -141,14 +131,10 @@ fn module_path_problem(path: &str) -> Option<&'static str> {
     }
 }
 
-/// The path a module is carried at: compression suffixes removed.
-pub fn uncompressed_path(path: &str) -> String {
-    for ext in [".xz", ".zst", ".gz"] {
-        if let Some(p) = path.strip_suffix(ext) {
-            return p.to_string();
-        }
-    }
-    path.to_string()
+fn is_blank_or_comment(line: &str) -> bool {
+    line.split_whitespace()
+        .next()
+        .is_none_or(|w| w.starts_with('#'))
 }
 
 fn parse_err(file: &'static str, line: usize, reason: &str) -> ModuleError {
@@ -209,11 +195,8 @@ impl ModuleIndex {
             if line.trim().is_empty() {
                 continue;
             }
-            let (path, deps) = line
-                .split_once(':')
-                .ok_or_else(|| parse_err("modules.dep", n, "missing ':'"))?;
-            let path = path.trim();
-            let deps: Vec<&str> = deps.split_whitespace().collect();
+            let (path, deps) =
+                dep_line(line).ok_or_else(|| parse_err("modules.dep", n, "missing ':'"))?;
             for p in std::iter::once(&path).chain(&deps) {
                 if let Some(reason) = module_path_problem(p) {
                     return Err(parse_err("modules.dep", n, reason));
@@ -235,52 +218,31 @@ impl ModuleIndex {
 
     fn parse_softdep(&mut self, text: &str) -> Result<(), ModuleError> {
         for (n, line) in text.lines().enumerate() {
-            let mut words = line.split_whitespace();
-            match words.next() {
-                None => continue,
-                Some(w) if w.starts_with('#') => continue,
-                Some("softdep") => {}
-                Some(_) => return Err(parse_err("modules.softdep", n, "expected 'softdep'")),
+            if is_blank_or_comment(line) {
+                continue;
             }
-            let module = words
-                .next()
-                .map(normalize)
-                .ok_or_else(|| parse_err("modules.softdep", n, "missing module name"))?;
-            let entry = self.softdeps.entry(module).or_default();
-            let mut post = false;
-            for w in words {
-                match w {
-                    "pre:" => post = false,
-                    "post:" => post = true,
-                    _ if post => entry.post.push(w.to_string()),
-                    _ => entry.pre.push(w.to_string()),
-                }
-            }
+            let sd = softdep_line(line).ok_or_else(|| {
+                parse_err(
+                    "modules.softdep",
+                    n,
+                    "expected 'softdep MODULE [pre: …] [post: …]'",
+                )
+            })?;
+            let entry = self.softdeps.entry(normalize(sd.module)).or_default();
+            entry.pre.extend(sd.pre.into_iter().map(str::to_string));
+            entry.post.extend(sd.post.into_iter().map(str::to_string));
         }
         Ok(())
     }
 
     fn parse_alias(&mut self, text: &str) -> Result<(), ModuleError> {
         for (n, line) in text.lines().enumerate() {
-            let mut words = line.split_whitespace();
-            match words.next() {
-                None => continue,
-                Some(w) if w.starts_with('#') => continue,
-                Some("alias") => {}
-                Some(_) => return Err(parse_err("modules.alias", n, "expected 'alias'")),
+            if is_blank_or_comment(line) {
+                continue;
             }
-            match (words.next(), words.next()) {
-                (Some(pattern), Some(module)) => {
-                    self.aliases.push((pattern.to_string(), normalize(module)));
-                }
-                _ => {
-                    return Err(parse_err(
-                        "modules.alias",
-                        n,
-                        "expected 'alias PATTERN MODULE'",
-                    ))
-                }
-            }
+            let (pattern, module) = alias_line(line)
+                .ok_or_else(|| parse_err("modules.alias", n, "expected 'alias PATTERN MODULE'"))?;
+            self.aliases.push((pattern.to_string(), normalize(module)));
         }
         Ok(())
     }

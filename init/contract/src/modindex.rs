@@ -16,53 +16,98 @@ pub struct Index {
     aliases: BTreeMap<String, Vec<String>>,
 }
 
-/// `kernel/fs/ext4/ext4.ko.xz` → `ext4`; dashes become underscores.
+/// `-` → `_`, as module names are compared.
+pub fn normalize(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+/// The path a module is carried at: compression suffixes removed.
+pub fn uncompressed_path(path: &str) -> String {
+    for ext in [".xz", ".zst", ".gz"] {
+        if let Some(p) = path.strip_suffix(ext) {
+            return p.to_string();
+        }
+    }
+    path.to_string()
+}
+
+/// The module name of a `modules.dep` path (`kernel/fs/ext4/ext4.ko.xz` →
+/// `ext4`): the file name without its compression suffix and `.ko`, `-`
+/// turned to `_`.
 pub fn module_name(path: &str) -> String {
-    let file = path.rsplit('/').next().unwrap_or(path);
-    let stem = file.split(".ko").next().unwrap_or(file);
-    stem.replace('-', "_")
+    let base = uncompressed_path(path.rsplit('/').next().unwrap_or(path));
+    normalize(base.strip_suffix(".ko").unwrap_or(&base))
+}
+
+/// One `modules.dep` line: the module's path and its dependencies' paths;
+/// `None` for a line without `:`.
+pub fn dep_line(line: &str) -> Option<(&str, Vec<&str>)> {
+    let (path, deps) = line.split_once(':')?;
+    Some((path.trim(), deps.split_whitespace().collect()))
+}
+
+/// One `softdep MODULE pre: A B post: C` line of `modules.softdep`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Softdep<'a> {
+    /// The module the line is about.
+    pub module: &'a str,
+    /// Modules to load before it.
+    pub pre: Vec<&'a str>,
+    /// Modules to load after it.
+    pub post: Vec<&'a str>,
+}
+
+/// One `modules.softdep` line, read as kmod reads it (words before `pre:`
+/// or `post:` belong to neither); `None` unless it starts `softdep MODULE`.
+pub fn softdep_line(line: &str) -> Option<Softdep<'_>> {
+    let mut words = line.split_whitespace();
+    if words.next() != Some("softdep") {
+        return None;
+    }
+    let mut dep = Softdep {
+        module: words.next()?,
+        pre: Vec::new(),
+        post: Vec::new(),
+    };
+    let mut list: Option<&mut Vec<&str>> = None;
+    for w in words {
+        match w {
+            "pre:" => list = Some(&mut dep.pre),
+            "post:" => list = Some(&mut dep.post),
+            _ => {
+                if let Some(l) = list.as_mut() {
+                    l.push(w);
+                }
+            }
+        }
+    }
+    Some(dep)
+}
+
+/// One `alias PATTERN MODULE` line of `modules.alias`.
+pub fn alias_line(line: &str) -> Option<(&str, &str)> {
+    let mut words = line.split_whitespace();
+    match (words.next(), words.next(), words.next()) {
+        (Some("alias"), Some(pattern), Some(module)) => Some((pattern, module)),
+        _ => None,
+    }
 }
 
 impl Index {
     /// Parse the three index files (any may be empty).
     pub fn parse(dep: &str, softdep: &str, alias: &str) -> Index {
         let mut idx = Index::default();
-        for line in dep.lines() {
-            let Some((m, rest)) = line.split_once(':') else {
-                continue;
-            };
-            let deps = rest.split_whitespace().map(module_name).collect();
-            idx.deps
-                .insert(module_name(m.trim()), (m.trim().to_string(), deps));
+        for (path, deps) in dep.lines().filter_map(dep_line) {
+            let deps = deps.into_iter().map(module_name).collect();
+            idx.deps.insert(module_name(path), (path.to_string(), deps));
         }
-        for line in softdep.lines() {
-            let mut words = line.split_whitespace();
-            if words.next() != Some("softdep") {
-                continue;
-            }
-            let Some(m) = words.next() else { continue };
-            let mut in_pre = false;
-            for w in words {
-                match w {
-                    "pre:" => in_pre = true,
-                    "post:" => in_pre = false,
-                    w if in_pre => idx
-                        .pre
-                        .entry(m.replace('-', "_"))
-                        .or_default()
-                        .push(w.replace('-', "_")),
-                    _ => {}
-                }
-            }
+        for sd in softdep.lines().filter_map(softdep_line) {
+            let pre = idx.pre.entry(normalize(sd.module)).or_default();
+            pre.extend(sd.pre.into_iter().map(normalize));
         }
-        for line in alias.lines() {
-            let mut words = line.split_whitespace();
-            if let (Some("alias"), Some(a), Some(m)) = (words.next(), words.next(), words.next()) {
-                idx.aliases
-                    .entry(a.to_string())
-                    .or_default()
-                    .push(m.replace('-', "_"));
-            }
+        for (pattern, module) in alias.lines().filter_map(alias_line) {
+            let entry = idx.aliases.entry(pattern.to_string()).or_default();
+            entry.push(normalize(module));
         }
         idx
     }
@@ -280,5 +325,29 @@ kernel/drivers/virtio/virtio_ring.ko: kernel/drivers/virtio/virtio.ko
         assert!(idx.resolve("nothere").is_empty());
         assert!(idx.carries("virtio") && !idx.carries("crc32c"));
         assert_eq!(idx.modules().count(), 8);
+    }
+
+    #[test]
+    fn index_lines_as_kmod_reads_them() {
+        assert_eq!(
+            dep_line("kernel/fs/ext4/ext4.ko.xz: kernel/fs/jbd2/jbd2.ko.xz kernel/lib/crc16.ko"),
+            Some((
+                "kernel/fs/ext4/ext4.ko.xz",
+                vec!["kernel/fs/jbd2/jbd2.ko.xz", "kernel/lib/crc16.ko"]
+            ))
+        );
+        assert_eq!(dep_line("no colon"), None);
+        let sd = softdep_line("softdep ext4 stray pre: crc32c post: x y").unwrap();
+        assert_eq!(
+            (sd.module, sd.pre, sd.post),
+            ("ext4", vec!["crc32c"], vec!["x", "y"])
+        );
+        assert_eq!(softdep_line("softdep"), None);
+        assert_eq!(softdep_line("# softdep a pre: b"), None);
+        assert_eq!(alias_line("alias fs-ext4 ext4"), Some(("fs-ext4", "ext4")));
+        assert_eq!(alias_line("alias fs-ext4"), None);
+        assert_eq!(module_name("kernel/a/foo-bar.ko.zst"), "foo_bar");
+        assert_eq!(module_name("x/foo.kobar.ko"), "foo.kobar");
+        assert_eq!(uncompressed_path("a/b.ko.gz"), "a/b.ko");
     }
 }
