@@ -7,10 +7,9 @@
 //! (Debian/Ubuntu/Alpine, RHEL/Fedora). Any failure ends the boot with 78
 //! and hypeman's message `egress proxy CA certificate setup failed: <err>`.
 
-use super::BootError;
+use super::{BootError, Failed};
 use crate::sys::{Event, SpawnSpec, Sys};
 use guest_contract::config::Config;
-use guest_contract::exit::InitFailure;
 use std::time::{Duration, Instant};
 
 /// Where the CA goes (the path hypeman uses).
@@ -36,11 +35,8 @@ pub const UPDATE_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_BUNDLE_BYTES: usize = 16 << 20;
 
 /// The egress-proxy failure (78) with `detail`.
-pub fn failed(detail: impl Into<String>) -> BootError {
-    BootError {
-        failure: InitFailure::EgressProxy,
-        detail: detail.into(),
-    }
+fn failed(detail: impl Into<String>) -> BootError {
+    BootError::EgressProxy(Failed::msg(detail))
 }
 
 /// The PEM `config` asks to install: with `egress_proxy.enabled` and a

@@ -1,10 +1,10 @@
 //! Exec mode: start the agent, run the app as our child, supervise, report.
 
 use super::agent::Agent;
-use super::{fatal, plan, report, BootError, Ctx};
+use super::{plan, report, BootError, Ctx, Failed};
 use crate::sys::{Event, SpawnError, SpawnSpec, Sys};
 use guest_contract::config::{Config, InitMode};
-use guest_contract::exit::{describe_exit, InitFailure};
+use guest_contract::exit::describe_exit;
 use guest_contract::kmsg;
 use guest_contract::sentinel::Sentinel;
 use guest_contract::userdb;
@@ -107,7 +107,7 @@ fn app_env<S: Sys>(sys: &mut S, config: &Config) -> Result<AppEnv, BootError> {
         String::from_utf8_lossy(&sys.read_regular(p, 4 << 20).unwrap_or_default()).into_owned()
     };
     let u = userdb::resolve(spec, &read(sys, "/etc/passwd"), &read(sys, "/etc/group"));
-    let u = u.or_else(|e| fatal(InitFailure::User, e.to_string()))?;
+    let u = u.map_err(|e| BootError::User(Failed::msg(e.to_string())))?;
     let home_given = config.env.as_ref().is_some_and(|e| e.contains_key("HOME"));
     if let (false, Some(home)) = (home_given, &u.home) {
         for (k, v) in vars.iter_mut() {
@@ -142,17 +142,13 @@ pub fn exec_errno_code(errno: i32) -> i32 {
 fn start_app<S: Sys>(sys: &mut S, config: &Config, env: &AppEnv) -> Result<Started, BootError> {
     let argv = config.argv();
     let Some(arg0) = argv.first() else {
-        return fatal(
-            InitFailure::ConfigInvalid,
-            "entrypoint and cmd are both empty",
-        );
+        let why = "entrypoint and cmd are both empty";
+        return Err(BootError::ConfigInvalid(Failed::msg(why)));
     };
     let workdir = config.workdir().to_string();
     if !sys.is_dir(&workdir) {
-        return fatal(
-            InitFailure::Workdir,
-            format!("workdir {workdir} does not exist"),
-        );
+        let why = format!("workdir {workdir} does not exist");
+        return Err(BootError::Workdir(Failed::msg(why)));
     }
     validate(&argv, &env.vars)?;
     let path_var = env
@@ -181,15 +177,20 @@ fn start_app<S: Sys>(sys: &mut S, config: &Config, env: &AppEnv) -> Result<Start
             let code = exec_errno_code(errno as i32);
             Ok(Started::ExecFailed(code, format!("{path}: {text}")))
         }
-        Err(SpawnError::Setup { step, errno }) if step.starts_with("chdir") => fatal(
-            InitFailure::Workdir,
-            format!("{step} {}: {}", config.workdir(), errno.desc()),
-        ),
-        Err(SpawnError::Setup { step, errno }) if step == "switch user" => {
-            fatal(InitFailure::User, format!("{step}: {}", errno.desc()))
+        Err(SpawnError::Setup { step, errno }) if step.starts_with("chdir") => {
+            let what = format!("{step} {}", config.workdir());
+            Err(BootError::Workdir(Failed::new(what, errno_text(errno))))
         }
-        Err(e) => fatal(InitFailure::Spawn, report::error_chain(&e)),
+        Err(SpawnError::Setup { step, errno }) if step == "switch user" => {
+            Err(BootError::User(Failed::new(step, errno_text(errno))))
+        }
+        Err(e) => Err(BootError::Spawn(Failed::msg(report::error_chain(&e)))),
     }
+}
+
+/// An errno as its text only (`Permission denied`), as the message shows it.
+fn errno_text(errno: nix::errno::Errno) -> String {
+    errno.desc().to_string()
 }
 
 /// argv and env must be representable for execve: no NUL bytes, no `=` or
@@ -197,23 +198,17 @@ fn start_app<S: Sys>(sys: &mut S, config: &Config, env: &AppEnv) -> Result<Start
 /// may be secrets, and the console is logged).
 fn validate(argv: &[String], env: &[(String, String)]) -> Result<(), BootError> {
     if let Some(i) = argv.iter().position(|a| a.contains('\0')) {
-        return fatal(
-            InitFailure::ConfigInvalid,
-            format!("argv[{i}] contains a NUL byte"),
-        );
+        let why = format!("argv[{i}] contains a NUL byte");
+        return Err(BootError::ConfigInvalid(Failed::msg(why)));
     }
     for (k, v) in env {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
-            return fatal(
-                InitFailure::ConfigInvalid,
-                format!("env key {k:?} is not a valid name"),
-            );
+            let why = format!("env key {k:?} is not a valid name");
+            return Err(BootError::ConfigInvalid(Failed::msg(why)));
         }
         if v.contains('\0') {
-            return fatal(
-                InitFailure::ConfigInvalid,
-                format!("env {k}: value contains a NUL byte"),
-            );
+            let why = format!("env {k}: value contains a NUL byte");
+            return Err(BootError::ConfigInvalid(Failed::msg(why)));
         }
     }
     Ok(())

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod ca;
+pub mod error;
 pub mod exec_mode;
 pub mod network;
 pub mod plan;
@@ -16,9 +17,9 @@ pub mod volumes;
 mod tests;
 
 use crate::sys::{Mount, Sys, RAMFS_MAGIC, TMPFS_MAGIC};
+pub use error::{BootError, Failed};
 use guest_contract::cmdline::Options;
 use guest_contract::config::{self, Config};
-use guest_contract::exit::InitFailure;
 use guest_contract::{fsdetect, modindex};
 use plan::{BootKind, Layout, MountStep};
 use report::Timing;
@@ -49,23 +50,6 @@ impl Inputs {
             start,
         }
     }
-}
-
-/// A fatal boot error: which failure, and what exactly went wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BootError {
-    /// Failure kind (code and phase).
-    pub failure: InitFailure,
-    /// Human-readable cause.
-    pub detail: String,
-}
-
-/// Shorthand for a fatal error.
-pub fn fatal<T>(failure: InitFailure, detail: impl Into<String>) -> Result<T, BootError> {
-    Err(BootError {
-        failure,
-        detail: detail.into(),
-    })
 }
 
 /// State carried from phase to phase.
@@ -114,10 +98,9 @@ pub fn run<S: Sys>(sys: &mut S, inputs: &Inputs) -> (i32, String) {
     };
     if sys.getpid() != 1 {
         // Never mount over a running system's /proc, /dev or /sys.
-        let e = BootError {
-            failure: InitFailure::Internal,
-            detail: "init must run as PID 1 (of a VM or of a PID namespace)".into(),
-        };
+        let e = BootError::Internal(Failed::msg(
+            "init must run as PID 1 (of a VM or of a PID namespace)",
+        ));
         return report::fail(sys, &ctx, &e);
     }
     match boot(sys, &mut ctx) {
@@ -159,15 +142,10 @@ fn run_step<S: Sys>(
 /// /proc/cmdline unless test mode gave one) and test mode's guards.
 fn early<S: Sys>(sys: &mut S, ctx: &mut Ctx) -> Result<(), BootError> {
     if let Err(e) = sys.setup_signals() {
-        return fatal(InitFailure::EarlyMount, format!("signal setup: {e}"));
+        return Err(BootError::EarlyMount(Failed::new("signal setup", e)));
     }
     sys.disable_ctrl_alt_del();
-    apply_mounts(
-        sys,
-        &plan::early_mounts(),
-        InitFailure::EarlyMount,
-        "mounts",
-    )?;
+    apply_mounts(sys, &plan::early_mounts(), BootError::EarlyMount, "mounts")?;
     if !ctx.cmdline_given {
         let raw = sys
             .read_file("/proc/cmdline", 64 * 1024)
@@ -192,7 +170,7 @@ fn test_mode_guards(ctx: &mut Ctx) -> Result<(), BootError> {
     if !(overlay && config && (root || ctx.kind == BootKind::Direct)) {
         let need =
             "test mode needs hypeman.root (unless direct boot), hypeman.overlay and hypeman.config";
-        return fatal(InitFailure::DeviceTimeout, need);
+        return Err(BootError::Devices(Failed::msg(need)));
     }
     if ctx.opts.test_panic {
         panic!("test-only panic trigger (hypeman.test_panic)");
@@ -204,17 +182,17 @@ fn test_mode_guards(ctx: &mut Ctx) -> Result<(), BootError> {
 pub fn apply_mounts<S: Sys>(
     sys: &mut S,
     steps: &[MountStep],
-    failure: InitFailure,
+    failure: fn(Failed) -> BootError,
     phase: &str,
 ) -> Result<(), BootError> {
     for s in steps {
         let _ = sys.mkdir_all(&s.mount.target);
         if let Err(e) = sys.mount(&s.mount) {
-            let what = format!("mount {} on {}: {e}", describe(&s.mount), s.mount.target);
+            let what = format!("mount {} on {}", describe(&s.mount), s.mount.target);
             if s.fatal {
-                return fatal(failure, what);
+                return Err(failure(Failed::new(what, e)));
             }
-            report::error(sys, phase, &what);
+            report::error(sys, phase, &format!("{what}: {e}"));
         }
     }
     Ok(())
@@ -286,13 +264,10 @@ fn wait_devices<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<(), BootError> {
     let devs = plan::devices(&ctx.opts, ctx.kind);
     match sys.wait_for_paths(&devs, ctx.opts.device_timeout) {
         Ok(()) => Ok(()),
-        Err(missing) => fatal(
-            InitFailure::DeviceTimeout,
-            format!(
-                "{missing} did not appear within {} ms",
-                ctx.opts.device_timeout.as_millis()
-            ),
-        ),
+        Err(missing) => Err(BootError::Devices(Failed::msg(format!(
+            "{missing} did not appear within {} ms",
+            ctx.opts.device_timeout.as_millis()
+        )))),
     }
 }
 
@@ -305,12 +280,11 @@ fn mount_root<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<(), BootError> {
             let dev = &ctx.opts.root_dev;
             let head = sys.read_head(dev, fsdetect::HEAD_BYTES);
             let head =
-                head.or_else(|e| fatal(InitFailure::RootDisk, format!("read {dev}: {e}")))?;
+                head.map_err(|e| BootError::RootDisk(Failed::new(format!("read {dev}"), e)))?;
             let Some(fs) = fsdetect::detect(&head) else {
-                return fatal(
-                    InitFailure::RootDisk,
-                    format!("{dev}: unknown filesystem (no erofs, ext4 or squashfs superblock)"),
-                );
+                return Err(BootError::RootDisk(Failed::msg(format!(
+                    "{dev}: unknown filesystem (no erofs, ext4 or squashfs superblock)"
+                ))));
             };
             let ro = crate::sys::MountFlags {
                 read_only: true,
@@ -319,12 +293,8 @@ fn mount_root<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<(), BootError> {
             Mount::fs(dev, &lower, fs.name(), ro, fs.ro_data())
         }
     };
-    sys.mount(&m).or_else(|e| {
-        fatal(
-            InitFailure::RootDisk,
-            format!("mount {} on {lower}: {e}", m.source),
-        )
-    })
+    sys.mount(&m)
+        .map_err(|e| BootError::RootDisk(Failed::new(format!("mount {} on {lower}", m.source), e)))
 }
 
 fn mount_disks<S: Sys>(sys: &mut S, ctx: &mut Ctx) -> Result<(), BootError> {
@@ -339,23 +309,15 @@ fn mount_disks<S: Sys>(sys: &mut S, ctx: &mut Ctx) -> Result<(), BootError> {
         l.newroot(),
     ];
     let _ = sys.mkdir_all(&dirs[0]);
-    let failure = InitFailure::OverlayDisk;
-    sys.mount(&upper).or_else(|e| {
-        fatal(
-            failure,
-            format!("mount {} on {}: {e}", upper.source, upper.target),
-        )
-    })?;
+    let failed = |what: String, e| BootError::Overlay(Failed::new(what, e));
+    sys.mount(&upper)
+        .map_err(|e| failed(format!("mount {} on {}", upper.source, upper.target), e))?;
     for d in &dirs[1..] {
         sys.mkdir_all(d)
-            .or_else(|e| fatal(failure, format!("mkdir {d}: {e}")))?;
+            .map_err(|e| failed(format!("mkdir {d}"), e))?;
     }
-    sys.mount(&overlayfs).or_else(|e| {
-        fatal(
-            failure,
-            format!("mount overlay on {}: {e}", overlayfs.target),
-        )
-    })?;
+    sys.mount(&overlayfs)
+        .map_err(|e| failed(format!("mount overlay on {}", overlayfs.target), e))?;
     ctx.shutdown_ro.push(l.newroot());
     if ctx.opts.overlay_dev.is_some() {
         // Reachable after the switch only through an fd: remounted read-only at
@@ -371,19 +333,19 @@ fn mount_disks<S: Sys>(sys: &mut S, ctx: &mut Ctx) -> Result<(), BootError> {
 fn read_config<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<Config, BootError> {
     let m = plan::config_mount(&ctx.opts, &ctx.layout);
     let _ = sys.mkdir_all(&m.target);
-    sys.mount(&m).or_else(|e| {
-        fatal(
-            InitFailure::ConfigDisk,
-            format!("mount {} on {}: {e}", m.source, m.target),
-        )
+    sys.mount(&m).map_err(|e| {
+        BootError::ConfigDisk(Failed::new(
+            format!("mount {} on {}", m.source, m.target),
+            e,
+        ))
     })?;
     let path = format!("{}/config.json", m.target);
     // One byte over the limit, so the parser refuses it with the limit named.
     let bytes = sys.read_regular(&path, config::MAX_CONFIG_BYTES + 1);
     let _ = sys.umount(&m.target, true);
-    let bytes = bytes.or_else(|e| fatal(InitFailure::ConfigDisk, format!("read {path}: {e}")))?;
+    let bytes = bytes.map_err(|e| BootError::ConfigDisk(Failed::new(format!("read {path}"), e)))?;
     let parsed = config::parse_config(&bytes)
-        .or_else(|e| fatal(InitFailure::ConfigInvalid, format!("{path}: {e}")))?;
+        .map_err(|e| BootError::ConfigInvalid(Failed::new(path.clone(), e)))?;
     for key in &parsed.unknown_keys {
         report::info(
             sys,
@@ -435,7 +397,7 @@ fn prepare_newroot<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> Resul
     apply_mounts(
         sys,
         &plan::newroot_mounts(&newroot, cgroup),
-        InitFailure::SwitchRoot,
+        BootError::SwitchRoot,
         "newroot",
     )?;
     if !config.skip_guest_agent() {
@@ -484,12 +446,8 @@ fn switch_root<S: Sys>(sys: &mut S, ctx: &mut Ctx) -> Result<(), BootError> {
         }
     }
     let newroot = ctx.layout.newroot();
-    sys.switch_root(&newroot).or_else(|e| {
-        fatal(
-            InitFailure::SwitchRoot,
-            format!("move {newroot} onto /: {e}"),
-        )
-    })?;
+    sys.switch_root(&newroot)
+        .map_err(|e| BootError::SwitchRoot(Failed::new(format!("move {newroot} onto /"), e)))?;
     ctx.switched = true;
     if let Some(root) = ctx.shutdown_ro.first_mut() {
         *root = "/".into();

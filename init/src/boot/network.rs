@@ -6,9 +6,8 @@
 //! boot with the network failure (77): an app that asked for a network
 //! never runs without one.
 
-use super::{report, BootError};
+use super::{report, BootError, Failed};
 use crate::sys::Sys;
-use guest_contract::exit::InitFailure;
 use guest_contract::network::NetSettings;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -72,10 +71,7 @@ fn find_interface<S: Sys>(sys: &mut S, s: &NetSettings) -> Result<(u32, String),
 }
 
 fn failed(what: String, e: std::io::Error) -> BootError {
-    BootError {
-        failure: InitFailure::Network,
-        detail: format!("{what}: {e}"),
-    }
+    BootError::Network(Failed::new(what, e))
 }
 
 /// One line: what the interface now has.

@@ -101,14 +101,15 @@ impl Timing {
 /// A fatal error: one ERROR line, the `init: ` EXIT sentinel, a clean
 /// teardown, power-off.
 pub fn fail<S: Sys>(sys: &mut S, ctx: &Ctx, e: &BootError) -> (i32, String) {
-    let phase = e.failure.phase();
-    error(sys, phase, &e.detail);
+    let (failure, detail) = (e.failure(), e.detail());
+    let phase = failure.phase();
+    error(sys, phase, &detail);
     // Only the initramfs's own shell, never the image's.
     if ctx.opts.debug_shell && ctx.kind == BootKind::Initramfs && !ctx.switched {
         debug_shell(sys);
     }
-    let code = e.failure.code();
-    let message = e.failure.message(&e.detail);
+    let code = failure.code();
+    let message = failure.message(&detail);
     sentinel(
         sys,
         &Sentinel::Exit {

@@ -6,11 +6,10 @@
 //! touched the new root. Adding a step (systemd mode, headers, GPU) is a
 //! variant here and a module of its own, not a longer function.
 
-use super::{fatal, report, BootError, Ctx};
+use super::{report, BootError, Ctx, Failed};
 use crate::sys::Sys;
 use guest_contract::cmdline::Options;
 use guest_contract::config::Config;
-use guest_contract::exit::InitFailure;
 use guest_contract::network::NetSettings;
 use guest_contract::volumes::{self, Volume, VolumeError};
 
@@ -83,15 +82,15 @@ pub fn after_config(opts: &Options, config: &Config, facts: Facts) -> Result<Vec
         Ok(None) => {}
         Ok(Some(_)) if facts.test_mode && !opts.test_net => steps.push(Step::NetworkSkipped),
         Ok(Some(net)) => steps.push(Step::Network(net)),
-        Err(e) => return fatal(InitFailure::ConfigInvalid, e.to_string()),
+        Err(e) => return Err(BootError::ConfigInvalid(Failed::msg(e.to_string()))),
     }
     if config.volume_mounts.as_ref().is_some_and(|v| !v.is_empty()) {
         let (planned, refused) = volumes::plan(config);
         steps.push(Step::Volumes(planned, refused));
     }
     if let Some(pem) = super::ca::wanted(config) {
-        let certs =
-            guest_contract::pem::certificates(pem).map_err(|e| super::ca::failed(e.to_string()))?;
+        let certs = guest_contract::pem::certificates(pem)
+            .map_err(|e| BootError::EgressProxy(Failed::msg(e.to_string())))?;
         steps.push(Step::EgressCa(certs));
     }
     Ok(steps)
@@ -140,6 +139,7 @@ pub fn apply<S: Sys>(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use guest_contract::exit::InitFailure;
 
     fn plan(json: &str, test_mode: bool, cmdline: &str) -> Result<Vec<Step>, BootError> {
         let config = guest_contract::config::parse_config(json.as_bytes())
@@ -208,13 +208,13 @@ mod tests {
             false,
             "",
         );
-        assert_eq!(bad_net.unwrap_err().failure, InitFailure::ConfigInvalid);
+        assert_eq!(bad_net.unwrap_err().failure(), InitFailure::ConfigInvalid);
         let bad_ca = plan(
             r#"{"egress_proxy":{"enabled":true,"ca_cert_pem":"junk"}}"#,
             false,
             "",
         );
-        assert_eq!(bad_ca.unwrap_err().failure, InitFailure::EgressProxy);
+        assert_eq!(bad_ca.unwrap_err().failure(), InitFailure::EgressProxy);
     }
 
     #[test]

@@ -2,14 +2,13 @@
 //! (and its line in the new root's `/etc/hosts`) and `sysctls`. Validation is the contract library's
 //! ([`guest_contract::sysctl`]); application goes through [`Sys`].
 
-use super::{fatal, report, BootError, Ctx};
+use super::{report, BootError, Ctx, Failed};
 use crate::sys::Sys;
 use guest_contract::config::Config;
-use guest_contract::exit::InitFailure;
 use guest_contract::sysctl::{sysctl_path, validate_hostname, validate_value, NameError};
 
 fn invalid<T>(e: NameError) -> Result<T, BootError> {
-    fatal(InitFailure::ConfigInvalid, e.to_string())
+    Err(BootError::ConfigInvalid(Failed::msg(e.to_string())))
 }
 
 /// Apply `hostname` and `sysctls`. In test mode (a namespace on a host, whose
@@ -20,7 +19,10 @@ pub fn apply<S: Sys>(sys: &mut S, ctx: &Ctx, config: &Config) -> Result<(), Boot
         if ctx.test_mode {
             report::info(sys, "system", &format!("test mode: hostname {h} not set"));
         } else if let Err(e) = sys.set_hostname(h) {
-            return fatal(InitFailure::ConfigInvalid, format!("hostname {h}: {e}"));
+            return Err(BootError::ConfigInvalid(Failed::new(
+                format!("hostname {h}"),
+                e,
+            )));
         }
         name_in_hosts(sys, h);
     }

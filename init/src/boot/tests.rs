@@ -2,6 +2,7 @@
 //! the recording fake.
 
 use super::*;
+use guest_contract::exit::InitFailure;
 use crate::sys::fake::FakeSys;
 use crate::sys::{Event, Readiness, SpawnError, SpawnSpec};
 use nix::errno::Errno;
