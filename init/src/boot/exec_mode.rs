@@ -244,6 +244,6 @@ pub fn supervise<S: Sys>(sys: &mut S, app: i32, mut agent: Option<Agent>) -> i32
 }
 
 /// Whether the kernel logged an OOM kill since `kmsg_open` returned `fd`.
-fn oom_killed<S: Sys>(sys: &mut S, fd: i32) -> bool {
+fn oom_killed<S: Sys>(sys: &mut S, fd: std::os::fd::OwnedFd) -> bool {
     kmsg::oom_killed(&sys.kmsg_read(fd))
 }

@@ -23,6 +23,7 @@ use guest_contract::config::{self, Config};
 use guest_contract::{fsdetect, modindex};
 use plan::{BootKind, Layout, MountStep};
 use report::Timing;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 /// What init was started with.
@@ -76,6 +77,9 @@ pub struct Ctx {
     /// Mount points to remount read-only at power-off, in order: the overlay
     /// root, then the overlay disk (through an fd path).
     pub shutdown_ro: Vec<String>,
+    /// The overlay disk's mount point, held open: after the switch it is
+    /// reached only through this descriptor (`/proc/self/fd/N`).
+    pub overlay_dir: Option<std::os::fd::OwnedFd>,
 }
 
 /// Run the whole boot; returns only after `power_off` returned (fake, or not PID 1).
@@ -95,6 +99,7 @@ pub fn run<S: Sys>(sys: &mut S, inputs: &Inputs) -> (i32, String) {
         agent_bytes: None,
         switched: false,
         shutdown_ro: Vec::new(),
+        overlay_dir: None,
     };
     if sys.getpid() != 1 {
         // Never mount over a running system's /proc, /dev or /sys.
@@ -323,7 +328,9 @@ fn mount_disks<S: Sys>(sys: &mut S, ctx: &mut Ctx) -> Result<(), BootError> {
         // Reachable after the switch only through an fd: remounted read-only at
         // power-off so the disk is clean.
         if let Ok(fd) = sys.open_dir(&l.overlay()) {
-            ctx.shutdown_ro.push(format!("/proc/self/fd/{fd}"));
+            ctx.shutdown_ro
+                .push(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+            ctx.overlay_dir = Some(fd);
         }
     }
     report::register_teardown(&ctx.shutdown_ro);

@@ -5,7 +5,16 @@ use super::{Child, Event, Mount, Readiness, SpawnError, SpawnSpec, Sys};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::net::IpAddr;
+use std::os::fd::OwnedFd;
 use std::time::Duration;
+
+/// A real descriptor for the fake to hand out (of /dev/null): the seam
+/// passes owned descriptors, so the fake's must be real ones too.
+fn fd() -> OwnedFd {
+    std::fs::File::open("/dev/null")
+        .expect("open /dev/null")
+        .into()
+}
 
 /// The fake system.
 #[derive(Default)]
@@ -198,9 +207,9 @@ impl Sys for FakeSys {
     fn statfs_magic(&self, _path: &str) -> io::Result<i64> {
         Ok(self.root_magic)
     }
-    fn open_dir(&mut self, path: &str) -> io::Result<i32> {
+    fn open_dir(&mut self, path: &str) -> io::Result<OwnedFd> {
         self.record(format!("open_dir {path}"));
-        Ok(9)
+        Ok(fd())
     }
     fn mount(&mut self, m: &Mount) -> io::Result<()> {
         self.record(format!(
@@ -266,14 +275,14 @@ impl Sys for FakeSys {
         if spec.path != crate::boot::plan::AGENT_TARGET {
             self.app_pid = Some(self.next_pid);
         }
-        let ready_fd = spec.readiness_fd.then_some(50);
+        let ready_fd = spec.readiness_fd.then(fd);
         Ok(Child {
             pid: self.next_pid,
             ready_fd,
         })
     }
-    fn wait_ready(&mut self, fd: i32, timeout: Duration) -> Readiness {
-        self.record(format!("wait_ready {fd} {}ms", timeout.as_millis()));
+    fn wait_ready(&mut self, _fd: OwnedFd, timeout: Duration) -> Readiness {
+        self.record(format!("wait_ready {}ms", timeout.as_millis()));
         self.readiness.unwrap_or(Readiness::Ready)
     }
     fn watch_power_button(&mut self) -> Option<String> {
@@ -306,12 +315,12 @@ impl Sys for FakeSys {
     fn kill_all(&mut self, timeout: Duration) {
         self.record(format!("kill_all {}ms", timeout.as_millis()));
     }
-    fn kmsg_open(&mut self) -> Option<i32> {
+    fn kmsg_open(&mut self) -> Option<OwnedFd> {
         self.record("kmsg_open".into());
-        Some(60)
+        Some(fd())
     }
-    fn kmsg_read(&mut self, fd: i32) -> Vec<String> {
-        self.record(format!("kmsg_read {fd}"));
+    fn kmsg_read(&mut self, _fd: OwnedFd) -> Vec<String> {
+        self.record("kmsg_read".into());
         self.kmsg.clone()
     }
     fn sync(&mut self) {

@@ -14,6 +14,7 @@ pub use guest_contract::userdb::Credentials;
 use nix::errno::Errno;
 use std::io;
 use std::net::IpAddr;
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 /// Filesystem magic of ramfs (statfs f_type).
@@ -95,12 +96,12 @@ pub struct SpawnSpec {
 }
 
 /// A started child.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Child {
     /// Process id.
     pub pid: i32,
     /// Read end of the readiness pipe, when one was asked for.
-    pub ready_fd: Option<i32>,
+    pub ready_fd: Option<OwnedFd>,
 }
 
 /// How waiting for a readiness byte ended.
@@ -174,7 +175,7 @@ pub trait Sys {
     fn statfs_magic(&self, path: &str) -> io::Result<i64>;
     /// Open a directory as an O_PATH, close-on-exec descriptor kept for the life of
     /// init; returns the raw fd.
-    fn open_dir(&mut self, path: &str) -> io::Result<i32>;
+    fn open_dir(&mut self, path: &str) -> io::Result<OwnedFd>;
 
     /// mount(2).
     fn mount(&mut self, m: &Mount) -> io::Result<()>;
@@ -204,7 +205,7 @@ pub trait Sys {
     /// Fork and exec; an exec failure comes back as its errno.
     fn spawn(&mut self, spec: &SpawnSpec) -> Result<Child, SpawnError>;
     /// Wait for one byte on a readiness pipe (and close it).
-    fn wait_ready(&mut self, fd: i32, timeout: Duration) -> Readiness;
+    fn wait_ready(&mut self, fd: OwnedFd, timeout: Duration) -> Readiness;
     /// Start watching the power button's input device, when there is one;
     /// returns its device path.
     fn watch_power_button(&mut self) -> Option<String>;
@@ -218,9 +219,9 @@ pub trait Sys {
     /// (a process stuck in D state must not block the power-off). Only as PID 1.
     fn kill_all(&mut self, timeout: Duration);
     /// Open the kernel log positioned at its end (records from now on).
-    fn kmsg_open(&mut self) -> Option<i32>;
+    fn kmsg_open(&mut self) -> Option<OwnedFd>;
     /// The kernel log messages recorded since `kmsg_open` returned `fd`; closes it.
-    fn kmsg_read(&mut self, fd: i32) -> Vec<String>;
+    fn kmsg_read(&mut self, fd: OwnedFd) -> Vec<String>;
     /// sync(2).
     fn sync(&mut self);
     /// reboot(RB_POWER_OFF). Returns only in the fake, or when not PID 1.

@@ -15,7 +15,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -195,12 +195,12 @@ impl Sys for RealSys {
         Ok(st.filesystem_type().0 as i64)
     }
 
-    fn open_dir(&mut self, path: &str) -> io::Result<i32> {
+    fn open_dir(&mut self, path: &str) -> io::Result<OwnedFd> {
         let file = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
             .open(path)?;
-        Ok(std::os::fd::IntoRawFd::into_raw_fd(file))
+        Ok(file.into())
     }
 
     fn mount(&mut self, m: &Mount) -> io::Result<()> {
@@ -290,11 +290,8 @@ impl Sys for RealSys {
         spawn::spawn(spec)
     }
 
-    fn wait_ready(&mut self, fd: i32, timeout: Duration) -> Readiness {
-        // SAFETY: `fd` is the read end of a pipe created by `spawn` and handed to us
-        // exactly once; taking ownership here closes it when we are done.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        wait_byte(&owned, timeout)
+    fn wait_ready(&mut self, fd: OwnedFd, timeout: Duration) -> Readiness {
+        wait_byte(&fd, timeout)
     }
 
     fn watch_power_button(&mut self) -> Option<String> {
@@ -351,7 +348,7 @@ impl Sys for RealSys {
         }
     }
 
-    fn kmsg_open(&mut self) -> Option<i32> {
+    fn kmsg_open(&mut self) -> Option<OwnedFd> {
         let file = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
@@ -359,13 +356,11 @@ impl Sys for RealSys {
             .ok()?;
         // SEEK_END on /dev/kmsg positions after the newest record.
         nix::unistd::lseek(&file, 0, nix::unistd::Whence::SeekEnd).ok()?;
-        Some(std::os::fd::IntoRawFd::into_raw_fd(file))
+        Some(file.into())
     }
 
-    fn kmsg_read(&mut self, fd: i32) -> Vec<String> {
-        // SAFETY: `fd` came from kmsg_open and is handed back exactly once.
-        let file = unsafe { fs::File::from_raw_fd(fd) };
-        read_kmsg(&file)
+    fn kmsg_read(&mut self, fd: OwnedFd) -> Vec<String> {
+        read_kmsg(&fs::File::from(fd))
     }
 
     fn sync(&mut self) {
@@ -793,8 +788,10 @@ mod spawn {
             }
         }
         if got < buf.len() {
-            let ready_fd = ready.map(std::os::fd::IntoRawFd::into_raw_fd);
-            return Ok(Child { pid, ready_fd });
+            return Ok(Child {
+                pid,
+                ready_fd: ready,
+            });
         }
         // The child failed and exits by itself; reap it here so the supervisor
         // never sees it.
