@@ -11,6 +11,7 @@
 use crate::agent::{AgentClient, Dialer, Timeouts};
 use crate::instance::Instance;
 use crate::vmm::Vm;
+use guest_contract::log::error_chain;
 use std::time::{Duration, Instant};
 
 /// A VM to stop: one this process started ([`Vm`]), or a detached
@@ -216,15 +217,4 @@ fn shutdown_rpc(dialer: &Dialer, kind: GuestKind) -> Rpc {
             Err(e) => Rpc::CallFailed(error_chain(&e)),
         }
     })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }

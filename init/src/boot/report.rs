@@ -21,16 +21,7 @@ pub fn error<S: Sys>(sys: &mut S, phase: &str, msg: &str) {
 
 /// An error and its causes, outermost first: `a: b: c` (each error's own
 /// message never repeats its source).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
+pub use guest_contract::log::error_chain;
 
 /// Print a sentinel on a line of its own.
 pub fn sentinel<S: Sys>(sys: &mut S, s: &Sentinel) {
