@@ -59,12 +59,16 @@ pub fn certificates(text: &str) -> Result<String, PemError> {
         if count > MAX_CERTIFICATES {
             return Err(PemError::TooMany);
         }
-        let body: String = lines
-            .by_ref()
-            .take_while(|l| *l != END)
-            .collect::<Vec<_>>()
-            .concat();
-        if !text_has_end(text, count) {
+        let mut body = String::new();
+        let mut ended = false;
+        for l in lines.by_ref() {
+            if l == END {
+                ended = true;
+                break;
+            }
+            body.push_str(l);
+        }
+        if !ended {
             return Err(PemError::Unterminated(count));
         }
         let der = decode_base64(&body).ok_or(PemError::Base64(count))?;
@@ -77,16 +81,6 @@ pub fn certificates(text: &str) -> Result<String, PemError> {
         return Err(PemError::NoCertificate);
     }
     Ok(out)
-}
-
-/// Whether the `n`-th BEGIN line (1-based) has an END line after it.
-fn text_has_end(text: &str, n: usize) -> bool {
-    let begins: Vec<usize> = text.match_indices(BEGIN).map(|(i, _)| i).collect();
-    let Some(&start) = begins.get(n - 1) else {
-        return false;
-    };
-    let next = begins.get(n).copied().unwrap_or(text.len());
-    text[start..next].contains(END)
 }
 
 fn is_der_sequence(der: &[u8]) -> bool {
@@ -214,6 +208,12 @@ mod tests {
         );
         let out = certificates(&text).unwrap();
         assert_eq!(out, format!("{short}{long}"));
+        let commented = format!("# {BEGIN} follows\n{short}");
+        assert_eq!(
+            certificates(&commented).unwrap(),
+            short,
+            "a marker in a comment line"
+        );
         assert!(out.lines().all(|l| l.len() <= 64 || l.starts_with("-----")));
     }
 
@@ -228,6 +228,10 @@ mod tests {
                 PemError::PrivateKey,
             ),
             (good.replace(END, ""), PemError::Unterminated(1)),
+            (
+                format!("{good}{}", good.replace(END, "")),
+                PemError::Unterminated(2),
+            ),
             (good.replace("MC", "M*"), PemError::Base64(1)),
             (encode_block(&[0x31, 1, 0]), PemError::Der(1)),
             (encode_block(&[0x30, 5, 0]), PemError::Der(1)),

@@ -31,6 +31,7 @@ const RT_TABLE_MAIN: u8 = 254;
 const RTPROT_BOOT: u8 = 3;
 const RT_SCOPE_UNIVERSE: u8 = 0;
 const RTN_UNICAST: u8 = 1;
+const RTNH_F_ONLINK: u32 = 4;
 
 fn align4(n: usize) -> usize {
     (n + 3) & !3
@@ -132,9 +133,12 @@ pub fn broadcast(addr: Ipv4Addr, prefix: u8) -> Option<Ipv4Addr> {
 /// RTM_NEWROUTE (create or replace): the main table's default route (IPv4
 /// or IPv6, as `gw` is) via `gw` on link `index`.
 pub fn default_route(seq: u32, index: u32, gw: IpAddr) -> Vec<u8> {
-    let (family, gw) = match gw {
-        IpAddr::V4(g) => (AF_INET, g.octets().to_vec()),
-        IpAddr::V6(g) => (AF_INET6, g.octets().to_vec()),
+    // IPv4 gateways are taken as on-link (RTNH_F_ONLINK): one outside the
+    // address's prefix (a host that hands out a /32), or with no address
+    // at all, still works.
+    let (family, gw, flags) = match gw {
+        IpAddr::V4(g) => (AF_INET, g.octets().to_vec(), RTNH_F_ONLINK),
+        IpAddr::V6(g) => (AF_INET6, g.octets().to_vec(), 0),
     };
     // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
     let mut rtm = vec![
@@ -147,7 +151,7 @@ pub fn default_route(seq: u32, index: u32, gw: IpAddr) -> Vec<u8> {
         RT_SCOPE_UNIVERSE,
         RTN_UNICAST,
     ];
-    rtm.extend_from_slice(&0u32.to_ne_bytes());
+    rtm.extend_from_slice(&flags.to_ne_bytes());
     Message::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, seq)
         .bytes(&rtm)
         .attr(RTA_GATEWAY, &gw)
@@ -188,6 +192,9 @@ pub fn reply(mut buf: &[u8], seq: u32) -> Reply {
             return Reply::Malformed;
         }
         if kind == NLMSG_ERROR && got == seq {
+            if len < HEADER_LEN + 4 {
+                return Reply::Malformed;
+            }
             return match buf.get(HEADER_LEN..HEADER_LEN + 4) {
                 Some(b) => match i32::from_ne_bytes([b[0], b[1], b[2], b[3]]) {
                     0 => Reply::Ack,
@@ -263,6 +270,8 @@ mod tests {
             &[AF_INET, 0, 0, 0, 254, RTPROT_BOOT, 0, RTN_UNICAST]
         );
         assert_eq!(&r[32..36], &[10, 0, 2, 2]);
+        assert_eq!(u32_at(&r, 24), Some(RTNH_F_ONLINK));
+        assert_eq!(u32_at(&r6, 24), Some(0));
         assert_eq!(u32_at(&r, 40), Some(3));
     }
 

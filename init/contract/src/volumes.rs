@@ -60,9 +60,13 @@ impl Volume {
     }
 }
 
-/// The last component of a device path (`/dev/vdd` → `vdd`).
-fn dev_name(device: &str) -> &str {
-    device.rsplit('/').next().unwrap_or(device)
+/// A device path's name below /dev, `/` as `-` (`/dev/vdd` → `vdd`,
+/// `/dev/disk/by-id/x` → `disk-by-id-x`): two devices never share one.
+fn dev_name(device: &str) -> String {
+    device
+        .strip_prefix("/dev/")
+        .unwrap_or(device)
+        .replace('/', "-")
 }
 
 /// The volumes of `config`, and the entries refused.
@@ -84,6 +88,9 @@ pub fn plan(config: &Config) -> (Vec<Volume>, Vec<VolumeError>) {
             Err(reason) => errors.push(fail(reason)),
         }
     }
+    // Parents before children (`/data`, then `/data/cache`), whatever the
+    // config's order, so no volume hides another.
+    volumes.sort_by_key(|v| v.path.matches('/').count());
     (volumes, errors)
 }
 
@@ -174,23 +181,26 @@ mod tests {
                 {"device":"/dev/vdi","path":"/none"}]}"#,
         );
         assert!(e.is_empty(), "{e:?}");
-        assert_eq!(v[0].mode, VolumeMode::ReadOnly);
+        let at = |p: &str| v.iter().find(|x| x.path == p).unwrap();
+        assert_eq!(at("/data").mode, VolumeMode::ReadOnly);
+        assert_eq!(at("/srv/rw/x").mode, VolumeMode::ReadWrite);
+        let cache = at("/cache");
         assert_eq!(
-            (v[1].path.as_str(), &v[1].mode),
-            ("/srv/rw/x", &VolumeMode::ReadWrite)
-        );
-        assert_eq!(
-            v[2].mode,
+            cache.mode,
             VolumeMode::Overlay {
                 overlay_device: "/dev/vdg".into()
             }
         );
         assert_eq!(
-            (v[2].base_dir(), v[2].overlay_dir()),
+            (cache.base_dir(), cache.overlay_dir()),
             ("/mnt/vol-base-vdf".into(), "/mnt/vol-overlay-vdf".into())
         );
-        assert_eq!(v[3].mode, VolumeMode::ReadWrite, "an unknown mode is rw");
-        assert_eq!(v[4].mode, VolumeMode::ReadWrite);
+        assert_eq!(
+            at("/odd").mode,
+            VolumeMode::ReadWrite,
+            "an unknown mode is rw"
+        );
+        assert_eq!(at("/none").mode, VolumeMode::ReadWrite);
     }
 
     #[test]
@@ -211,6 +221,13 @@ mod tests {
         );
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].path, "/ok");
+        let (nested, _) = planned(
+            r#"{"volume_mounts":[{"device":"/dev/vdd","path":"/data/cache"},{"device":"/dev/vde","path":"/data"},
+                {"device":"/dev/disk/by-id/x","path":"/z","mode":"overlay","overlay_device":"/dev/vdf"}]}"#,
+        );
+        let order: Vec<&str> = nested.iter().map(|v| v.path.as_str()).collect();
+        assert_eq!(order, ["/data", "/z", "/data/cache"], "parents first");
+        assert_eq!(nested[1].base_dir(), "/mnt/vol-base-disk-by-id-x");
         let reasons: Vec<usize> = e.iter().map(|e| e.index).collect();
         assert_eq!(reasons, [0, 1, 2, 3, 4, 5, 6, 7, 8, 10]);
         assert!(

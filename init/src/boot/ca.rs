@@ -114,8 +114,13 @@ fn append_to_bundles<S: Sys>(sys: &mut S, certs: &str) -> Result<(), BootError> 
             continue;
         }
         let mut text = sys
-            .read_file(bundle, MAX_BUNDLE_BYTES)
+            .read_regular(bundle, MAX_BUNDLE_BYTES + 1)
             .map_err(|e| failed(format!("read {bundle}: {e}")))?;
+        if text.len() > MAX_BUNDLE_BYTES {
+            return Err(failed(format!(
+                "{bundle} is larger than {MAX_BUNDLE_BYTES} bytes"
+            )));
+        }
         if contains(&text, certs.as_bytes()) {
             continue;
         }

@@ -46,9 +46,14 @@ const MAX_HOSTS_BYTES: usize = 1 << 20;
 /// The new root's `/etc/hosts` names the hostname (the image's lines are
 /// kept); a failure is one ERROR line.
 fn name_in_hosts<S: Sys>(sys: &mut S, hostname: &str) {
+    // A regular file only: an image's FIFO there would block PID 1.
     let current = sys
-        .read_file("/etc/hosts", MAX_HOSTS_BYTES)
+        .read_regular("/etc/hosts", MAX_HOSTS_BYTES + 1)
         .unwrap_or_default();
+    if current.len() > MAX_HOSTS_BYTES {
+        report::error(sys, "system", "/etc/hosts is over 1 MiB; not changed");
+        return;
+    }
     let current = String::from_utf8_lossy(&current);
     let Some(text) = guest_contract::network::hosts_file(&current, hostname) else {
         return;

@@ -1296,10 +1296,10 @@ fn volumes_mount_ro_rw_and_overlay_in_the_new_root_before_the_app() {
         "switch_root",
         "wait /dev/vdd 2000ms",
         "mount /dev/vdd /data ext4 noload",
-        "mount /dev/vde /srv/rw ext4 ",
         "mount /dev/vdf /mnt/vol-base-vdf ext4 noload",
         "mount /dev/vdg /mnt/vol-overlay-vdf ext4 ",
         "mount overlay /cache overlay lowerdir=/mnt/vol-base-vdf,upperdir=/mnt/vol-overlay-vdf/upper,workdir=/mnt/vol-overlay-vdf/work",
+        "mount /dev/vde /srv/rw ext4 ",
         "spawn /opt/hypeman/guest-agent",
         "spawn /bin/app",
     ];
@@ -1309,13 +1309,14 @@ fn volumes_mount_ro_rw_and_overlay_in_the_new_root_before_the_app() {
         .console
         .contains("[INFO] [hypeman-init:volumes] /dev/vdd (ext4) on /data ro"));
     assert!(f.console.contains("/dev/vdf (ext4) on /cache overlay"));
-    // Writable volumes first, then the root, at power-off.
+    // Parents are mounted before children (depth order); writable volumes
+    // are remounted read-only at power-off newest first, then the root.
     let ro: Vec<&str> = f.calls_with("remount_ro ");
     assert_eq!(
         &ro[..3],
         [
-            "remount_ro /mnt/vol-overlay-vdf",
             "remount_ro /srv/rw",
+            "remount_ro /mnt/vol-overlay-vdf",
             "remount_ro /"
         ]
     );
@@ -1527,4 +1528,32 @@ fn ipv6_and_the_interface_named_by_its_mac() {
         InitFailure::Network,
         "wait for the interface with MAC 02:00:00:00:00:42: ",
     );
+}
+
+#[test]
+fn only_block_devices_are_probed_and_overlay_dirs_are_never_symlinks() {
+    let cfg = r#"{"cmd":["/bin/app"],"volume_mounts":[
+        {"device":"/dev/hvc0","path":"/console","mode":"ro"},
+        {"device":"/dev/vdf","path":"/cache","mode":"overlay","overlay_device":"/dev/vdg"}]}"#;
+    let mut f = volume_fake(cfg);
+    f.file("/dev/hvc0", b"");
+    f.non_block.insert("/dev/hvc0".into());
+    f.symlinks.insert("/mnt/vol-overlay-vdf".into());
+    assert_eq!(booted(&mut f).0, 0);
+    assert!(
+        f.console.contains(
+            "volume /dev/hvc0 on /console: read /dev/hvc0: not a block device; not mounted"
+        ),
+        "{}",
+        f.console
+    );
+    assert!(f.console.contains("volume /dev/vdf on /cache: /mnt/vol-overlay-vdf is a symlink in the image; not mounted"), "{}", f.console);
+    assert!(
+        f.calls_with("mount /dev/vd")
+            .iter()
+            .all(|c| !c.contains("/mnt/vol")),
+        "{:#?}",
+        f.calls
+    );
+    index(&f, "spawn /bin/app");
 }

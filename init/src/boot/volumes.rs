@@ -68,6 +68,8 @@ fn mount_volume<S: Sys>(sys: &mut S, ctx: &mut Ctx, v: &Volume) -> Result<FsType
         }
         VolumeMode::Overlay { overlay_device } => {
             let (base, upper_disk) = (v.base_dir(), v.overlay_dir());
+            no_symlink_on_the_way(sys, &base)?;
+            no_symlink_on_the_way(sys, &upper_disk)?;
             mount_fs(sys, &v.device, &base, fs, true)?;
             let ofs = probe(sys, ctx, overlay_device)?;
             mount_fs(sys, overlay_device, &upper_disk, ofs, false)?;

@@ -61,6 +61,8 @@ pub struct FakeSys {
     pub spawn_clock: Vec<u64>,
     /// Network interfaces that exist (name → index); `lo` and `eth0` by default.
     pub net_links: BTreeMap<String, u32>,
+    /// Device nodes that are not block devices (a console, a watchdog).
+    pub non_block: BTreeSet<String>,
     /// Interface names by MAC address (`02:00:…`).
     pub net_macs: BTreeMap<String, String>,
     /// Netlink request kinds (`up`, `addr`, `route`) that fail with EPERM.
@@ -169,6 +171,9 @@ impl Sys for FakeSys {
         self.files.contains_key(path) && !self.non_exec.contains(path)
     }
     fn read_head(&self, path: &str, len: usize) -> io::Result<Vec<u8>> {
+        if self.non_block.contains(path) {
+            return Err(io::Error::other("not a block device"));
+        }
         let data = self.files.get(path).ok_or_else(enoent)?;
         Ok(data[..len.min(data.len())].to_vec())
     }

@@ -16,7 +16,7 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -137,7 +137,20 @@ impl Sys for RealSys {
     }
 
     fn read_head(&self, path: &str, len: usize) -> io::Result<Vec<u8>> {
-        let file = fs::File::open(path)?;
+        // Only block devices: opening a console would block PID 1, opening
+        // /dev/watchdog would arm it. Checked before opening and again on
+        // the descriptor.
+        let not_block = || io::Error::other("not a block device");
+        if !fs::metadata(path)?.file_type().is_block_device() {
+            return Err(not_block());
+        }
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open(path)?;
+        if !file.metadata()?.file_type().is_block_device() {
+            return Err(not_block());
+        }
         let mut buf = Vec::with_capacity(len);
         file.take(u64::try_from(len).unwrap_or(u64::MAX))
             .read_to_end(&mut buf)?;
@@ -146,11 +159,17 @@ impl Sys for RealSys {
 
     fn write_file(&mut self, path: &str, data: &[u8], mode: u32) -> io::Result<()> {
         let tmp = format!("{path}.tmp-init");
+        // A fresh file: never through a symlink or into a FIFO the image
+        // may have put at the temporary name.
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         {
             let mut f = fs::OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .mode(mode)
                 .open(&tmp)?;
             f.write_all(data)?;
@@ -898,6 +917,44 @@ mod spawn {
 mod tests {
     use super::*;
     use std::time::Instant;
+
+    #[test]
+    fn only_block_devices_are_read_for_their_superblock() {
+        let sys = RealSys::default();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("disk.img");
+        fs::write(&file, [0u8; 4096]).unwrap();
+        for path in ["/dev/null", "/dev/zero", file.to_str().unwrap()] {
+            let e = sys.read_head(path, 2048).unwrap_err();
+            assert_eq!(e.to_string(), "not a block device", "{path}");
+        }
+    }
+
+    #[test]
+    fn write_file_never_follows_or_blocks_on_what_the_image_left_at_its_temp_name() {
+        let mut sys = RealSys::default();
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("resolv.conf");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "keep\n").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("resolv.conf.tmp-init")).unwrap();
+        sys.write_file(target.to_str().unwrap(), b"nameserver 10.0.2.3\n", 0o644)
+            .unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep\n");
+        assert_eq!(
+            fs::read_to_string(&target).unwrap(),
+            "nameserver 10.0.2.3\n"
+        );
+        let hosts = dir.path().join("hosts");
+        nix::unistd::mkfifo(
+            &dir.path().join("hosts.tmp-init"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        sys.write_file(hosts.to_str().unwrap(), b"127.0.0.1 localhost\n", 0o644)
+            .unwrap();
+        assert!(fs::metadata(&hosts).unwrap().is_file());
+    }
 
     #[test]
     fn wait_returns_when_the_path_appears_not_at_the_deadline() {
