@@ -8,7 +8,7 @@
 //! `nameserver <ip>` line a server, as init writes it at boot).
 
 use guest_proto::ReconfigureNetworkRequest;
-use rtnetlink::packet_route::address::AddressMessage;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 use std::net::{IpAddr, Ipv4Addr};
@@ -204,29 +204,19 @@ async fn configure(handle: &Handle, plan: &NetPlan) -> Result<(), NetworkError> 
     let index = link_index(handle, &plan.interface).await?;
     let name = &plan.interface;
     if let Some(mac) = plan.mac {
-        set_link(
-            handle,
-            LinkUnspec::new_with_index(index).down(),
-            name,
-            "down",
-        )
-        .await?;
-        set_link(
-            handle,
-            LinkUnspec::new_with_index(index).address(mac.to_vec()),
-            name,
-            "MAC",
-        )
-        .await?;
+        set_mac(handle, index, name, mac).await?;
     }
     if let Some((ip, prefix)) = plan.ipv4 {
-        flush_ipv4(handle, index, name).await?;
+        // The new address first, then the others: the link is never left
+        // without one, and routes through the new prefix survive.
         handle
             .address()
             .add(index, IpAddr::V4(ip), prefix)
+            .replace()
             .execute()
             .await
             .map_err(netlink(format!("add {ip}/{prefix} to {name}")))?;
+        remove_other_ipv4(handle, index, name, ip).await?;
     }
     set_link(handle, LinkUnspec::new_with_index(index).up(), name, "up").await?;
     if let Some(gw) = plan.gateway {
@@ -269,8 +259,39 @@ async fn link_index(handle: &Handle, name: &str) -> Result<u32, NetworkError> {
     }
 }
 
-/// Removes every IPv4 address of interface `index`.
-async fn flush_ipv4(handle: &Handle, index: u32, name: &str) -> Result<(), NetworkError> {
+/// Sets the MAC with the link up when the driver allows it (virtio-net and
+/// bridges do), so its routes and IPv6 addresses stay; otherwise down, set,
+/// and up again — also when setting it fails.
+async fn set_mac(
+    handle: &Handle,
+    index: u32,
+    name: &str,
+    mac: [u8; 6],
+) -> Result<(), NetworkError> {
+    let set = || LinkUnspec::new_with_index(index).address(mac.to_vec());
+    if set_link(handle, set(), name, "MAC").await.is_ok() {
+        return Ok(());
+    }
+    set_link(
+        handle,
+        LinkUnspec::new_with_index(index).down(),
+        name,
+        "down",
+    )
+    .await?;
+    let result = set_link(handle, set(), name, "MAC").await;
+    let up = set_link(handle, LinkUnspec::new_with_index(index).up(), name, "up").await;
+    result.and(up)
+}
+
+/// Removes the IPv4 addresses of interface `index` other than `keep`. One
+/// already gone (a secondary removed with its primary) is not an error.
+async fn remove_other_ipv4(
+    handle: &Handle,
+    index: u32,
+    name: &str,
+    keep: Ipv4Addr,
+) -> Result<(), NetworkError> {
     let found = handle
         .address()
         .get()
@@ -280,17 +301,20 @@ async fn flush_ipv4(handle: &Handle, index: u32, name: &str) -> Result<(), Netwo
     let mut old: Vec<AddressMessage> = Vec::new();
     while let Some(msg) = found.next().await {
         let msg = msg.map_err(netlink(format!("list the addresses of {name}")))?;
-        if msg.header.family == AddressFamily::Inet && msg.header.index == index {
+        let is_keep = msg.attributes.iter().any(|a| {
+            matches!(a, AddressAttribute::Local(IpAddr::V4(v)) | AddressAttribute::Address(IpAddr::V4(v)) if *v == keep)
+        });
+        if msg.header.family == AddressFamily::Inet && msg.header.index == index && !is_keep {
             old.push(msg);
         }
     }
     for msg in old {
-        handle
-            .address()
-            .del(msg)
-            .execute()
-            .await
-            .map_err(netlink(format!("remove an old address of {name}")))?;
+        match handle.address().del(msg).execute().await {
+            Ok(()) => {}
+            Err(rtnetlink::Error::NetlinkError(e))
+                if e.code.map(|c| -c.get()) == Some(libc::EADDRNOTAVAIL) => {}
+            Err(e) => return Err(netlink(format!("remove an old address of {name}"))(e)),
+        }
     }
     Ok(())
 }
@@ -299,7 +323,9 @@ async fn flush_ipv4(handle: &Handle, index: u32, name: &str) -> Result<(), Netwo
 fn write_resolv(path: &Path, text: &str) -> Result<(), NetworkError> {
     let fail = |e| NetworkError::Resolv(path.to_path_buf(), e);
     let dir = path.parent().unwrap_or(Path::new("/"));
-    let tmp = dir.join(format!(".resolv.conf.{}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".resolv.conf.{}.{n}", std::process::id()));
     std::fs::write(&tmp, text).map_err(fail)?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);

@@ -132,6 +132,19 @@ async fn scenario() {
         .unwrap()
         .contains("10.0.2.3"));
 
+    // A MAC alone keeps the address and the default route (set live).
+    let mut mac_only = request("", 0, "");
+    mac_only.mac = "02:00:00:aa:bb:02".into();
+    client.reconfigure_network(mac_only).await.unwrap();
+    let link = ip(&["-o", "link", "show", "eth0"]);
+    assert!(link.contains("02:00:00:aa:bb:02"), "{link}");
+    let routes = ip(&["-4", "route", "show", "default"]);
+    assert!(
+        routes.starts_with("default via 10.0.0.1 dev eth0"),
+        "{routes}"
+    );
+    assert!(ip(&["-o", "-4", "addr", "show", "dev", "eth0"]).contains("inet 10.0.3.5/16"));
+
     // Refusals change nothing.
     let mut missing = request("10.0.9.9", 24, "");
     missing.interface_name = "nope0".into();

@@ -7,7 +7,7 @@
 //! (Debian/Ubuntu/Alpine, RHEL/Fedora). Any failure ends the boot with 78
 //! and hypeman's message `egress proxy CA certificate setup failed: <err>`.
 
-use super::{BootError, Failed};
+use super::{BootError, Ctx, Failed};
 use crate::sys::{Event, SpawnSpec, Sys};
 use guest_contract::config::Config;
 use std::time::{Duration, Instant};
@@ -53,12 +53,12 @@ pub fn wanted(config: &Config) -> Option<&str> {
 }
 
 /// Installs `certs` (checked while planning).
-pub fn apply<S: Sys>(sys: &mut S, certs: &str) -> Result<(), BootError> {
+pub fn apply<S: Sys>(sys: &mut S, ctx: &mut Ctx, certs: &str) -> Result<(), BootError> {
     let _ = sys.mkdir_all("/usr/local/share/ca-certificates");
     sys.write_file(CA_FILE, certs.as_bytes(), 0o644)
         .map_err(|e| failed(format!("write {CA_FILE}: {e}")))?;
     match UPDATE_TOOLS.into_iter().find(|t| sys.is_executable(t)) {
-        Some(tool) => run_update_tool(sys, tool)?,
+        Some(tool) => run_update_tool(sys, ctx, tool)?,
         None => append_to_bundles(sys, certs)?,
     }
     super::report::info(
@@ -69,7 +69,7 @@ pub fn apply<S: Sys>(sys: &mut S, certs: &str) -> Result<(), BootError> {
     Ok(())
 }
 
-fn run_update_tool<S: Sys>(sys: &mut S, tool: &str) -> Result<(), BootError> {
+fn run_update_tool<S: Sys>(sys: &mut S, ctx: &mut Ctx, tool: &str) -> Result<(), BootError> {
     let spec = SpawnSpec {
         path: tool.into(),
         argv: vec!["update-ca-certificates".into()],
@@ -82,11 +82,13 @@ fn run_update_tool<S: Sys>(sys: &mut S, tool: &str) -> Result<(), BootError> {
     let child = sys
         .spawn(&spec)
         .map_err(|e| failed(format!("{tool}: {}", super::report::error_chain(&e))))?;
-    match wait_exit(sys, child.pid, UPDATE_TIMEOUT) {
+    match wait_exit(sys, ctx, child.pid, UPDATE_TIMEOUT) {
         Some(0) => Ok(()),
         Some(code) => Err(failed(format!("update-ca-certificates exited with {code}"))),
         None => {
-            let _ = sys.kill(child.pid, libc::SIGKILL);
+            // Its own session and group: the whole group goes (the boot's
+            // teardown then reaps what is left).
+            let _ = sys.kill(-child.pid, libc::SIGKILL);
             let secs = UPDATE_TIMEOUT.as_secs();
             Err(failed(format!(
                 "update-ca-certificates did not finish within {secs} s"
@@ -95,15 +97,17 @@ fn run_update_tool<S: Sys>(sys: &mut S, tool: &str) -> Result<(), BootError> {
     }
 }
 
-/// The exit code of `pid`, or `None` after `timeout`.
-fn wait_exit<S: Sys>(sys: &mut S, pid: i32, timeout: Duration) -> Option<i32> {
+/// The exit code of `pid`, or `None` after `timeout`. Signals and
+/// power-button presses meanwhile are kept for the supervisor.
+fn wait_exit<S: Sys>(sys: &mut S, ctx: &mut Ctx, pid: i32, timeout: Duration) -> Option<i32> {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match sys.next_event(Some(left)) {
             Event::Exited { pid: p, code } if p == pid => return Some(code),
             Event::Timeout => return None,
-            _ => {}
+            e @ (Event::Signal(_) | Event::PowerButton) => ctx.deferred.push(e),
+            Event::Exited { .. } => {}
         }
     }
 }

@@ -51,7 +51,8 @@ pub fn run<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> (i32, String)
     program_start(sys);
     let summary = ctx.timing.summary(app_start);
     report::info(sys, "timing", &summary);
-    let code = supervise(sys, app, agent);
+    let deferred = std::mem::take(&mut ctx.deferred);
+    let code = supervise(sys, app, agent, deferred);
     let oom = code == 137 && kmsg.is_some_and(|fd| oom_killed(sys, fd));
     finish(sys, ctx, code, oom)
 }
@@ -218,10 +219,19 @@ fn validate(argv: &[String], env: &[(String, String)]) -> Result<(), BootError> 
 /// its delay has passed (the wait's bound is that timer), return the app's
 /// exit code at once (a pending restart is dropped). The power button asks the
 /// app to stop (SIGTERM).
-pub fn supervise<S: Sys>(sys: &mut S, app: i32, mut agent: Option<Agent>) -> i32 {
+/// `deferred` holds events that arrived while a boot step waited for a child
+/// of its own (a signal before the app existed): they are served first.
+pub fn supervise<S: Sys>(
+    sys: &mut S,
+    app: i32,
+    mut agent: Option<Agent>,
+    deferred: Vec<Event>,
+) -> i32 {
+    let mut deferred = deferred.into_iter();
     loop {
         let bound = agent.as_ref().and_then(|a| a.wait_bound(sys.boottime()));
-        match sys.next_event(bound) {
+        let event = deferred.next().unwrap_or_else(|| sys.next_event(bound));
+        match event {
             Event::PowerButton => {
                 report::info(sys, "supervise", "power button: sending SIGTERM to the app");
                 let _ = sys.kill(app, libc::SIGTERM);

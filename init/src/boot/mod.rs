@@ -80,6 +80,9 @@ pub struct Ctx {
     /// The overlay disk's mount point, held open: after the switch it is
     /// reached only through this descriptor (`/proc/self/fd/N`).
     pub overlay_dir: Option<std::os::fd::OwnedFd>,
+    /// Signals and power-button presses that arrived while a boot step
+    /// waited for a child of its own; the supervisor serves them first.
+    pub deferred: Vec<crate::sys::Event>,
 }
 
 /// Run the whole boot; returns only after `power_off` returned (fake, or not PID 1).
@@ -100,6 +103,7 @@ pub fn run<S: Sys>(sys: &mut S, inputs: &Inputs) -> (i32, String) {
         switched: false,
         shutdown_ro: Vec::new(),
         overlay_dir: None,
+        deferred: Vec::new(),
     };
     if sys.getpid() != 1 {
         // Never mount over a running system's /proc, /dev or /sys.

@@ -131,7 +131,7 @@ pub fn apply<S: Sys>(
             super::volumes::apply(sys, ctx, planned, refused);
             Ok(())
         }
-        Step::EgressCa(certs) => super::ca::apply(sys, certs),
+        Step::EgressCa(certs) => super::ca::apply(sys, ctx, certs),
     }
 }
 

@@ -1557,3 +1557,22 @@ fn only_block_devices_are_probed_and_overlay_dirs_are_never_symlinks() {
     );
     index(&f, "spawn /bin/app");
 }
+
+#[test]
+fn a_sigterm_while_the_ca_tool_runs_reaches_the_app_once_it_starts() {
+    let mut f = ready_fake(&proxy_config(&test_cert()));
+    f.file("/usr/sbin/update-ca-certificates", b"#!/bin/sh");
+    f.events.extend([
+        Event::Signal(libc::SIGTERM),
+        Event::PowerButton,
+        Event::Exited { pid: 101, code: 0 },
+    ]);
+    assert_eq!(booted(&mut f).0, 0);
+    let app = f.spawned.iter().position(|s| s.path == "/bin/app").unwrap();
+    let app_pid = 101 + i32::try_from(app).unwrap();
+    assert_eq!(
+        f.calls_with("kill "),
+        [format!("kill {app_pid} 15"), format!("kill {app_pid} 15")]
+    );
+    assert!(index(&f, "spawn /bin/app") < index(&f, "kill "));
+}
