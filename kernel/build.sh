@@ -14,7 +14,8 @@
 # cached outside the checkout ($GUESTINIT_KERNEL_CACHE, default
 # ~/.cache/guestinit-kernel) under the sha256 of the fragments, required.config
 # and the source version, so a second run is instant. Output (default
-# <repo>/.cache/kernel-build): vmlinux, bzImage, config, release.
+# <repo>/.cache/kernel-build): vmlinux, bzImage, config, release and
+# kernel-headers.tar.gz (for out-of-tree modules: DKMS, GPU drivers).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT="$HERE/../.cache/kernel-build"
@@ -87,12 +88,36 @@ if [ "$CONFIG_ONLY" -eq 1 ]; then
   exit 0
 fi
 
+# kernel-headers.tar.gz: one tree (linux-headers-<release>/) an out-of-tree
+# module builds against with `make -C <tree> M=<dir> modules`: the source's
+# Makefiles, Kconfig, scripts and headers, and the build's generated headers,
+# .config, Module.symvers and host tools (modpost, fixdep, objtool).
+headers_tarball() {
+  make -s -C "$SRC" O="$BUILD" ARCH=x86_64 -j"$(nproc)" modules_prepare
+  make -s -C "$SRC" O="$BUILD" ARCH=x86_64 -j"$(nproc)" modules
+  local stage="$BUILD/headers-stage" name="linux-headers-$release"
+  rm -rf "$stage" && mkdir -p "$stage/$name"
+  (cd "$SRC" && find Makefile Kbuild Kconfig scripts include arch/x86 \
+      -path arch/x86/boot -prune -o -path 'arch/x86/*/*.c' -prune -o -print 2>/dev/null \
+      | cpio -pdm --quiet "$stage/$name")
+  (cd "$BUILD" && find .config Module.symvers include scripts arch/x86/include/generated \
+      tools/objtool/objtool -name '*.o' -prune -o -print 2>/dev/null \
+      | cpio -pdmu --quiet "$stage/$name")
+  tar -C "$stage" --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -czf "$BUILD/kernel-headers.tar.gz" "$name"
+  rm -rf "$stage"
+}
+
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
 if [ ! -f "$BUILD/vmlinux" ] || [ ! -f "$BUILD/arch/x86/boot/bzImage" ]; then
   make -s -C "$SRC" O="$BUILD" ARCH=x86_64 -j"$(nproc)" vmlinux bzImage
 fi
+release=$(make -s -C "$SRC" O="$BUILD" ARCH=x86_64 kernelrelease)
+if [ ! -f "$BUILD/kernel-headers.tar.gz" ]; then
+  headers_tarball
+fi
 cp "$BUILD/vmlinux" "$OUT/vmlinux"
 cp "$BUILD/arch/x86/boot/bzImage" "$OUT/bzImage"
 cp "$BUILD/.config" "$OUT/config"
-make -s -C "$SRC" O="$BUILD" ARCH=x86_64 kernelrelease >"$OUT/release"
-echo "built $(cat "$OUT/release") in $OUT (cache $BUILD)" >&2
+cp "$BUILD/kernel-headers.tar.gz" "$OUT/kernel-headers.tar.gz"
+echo "$release" >"$OUT/release"
+echo "built $release in $OUT (cache $BUILD)" >&2

@@ -1,0 +1,77 @@
+//! The kernel/ build's headers tarball: an out-of-tree module builds against
+//! it on the host and loads in a VM booted with that kernel. Skipped (with a
+//! message) when no kernel was built (`bash kernel/build.sh`).
+
+use anyhow::{ensure, Context, Result};
+use std::process::Command;
+use tests_vm::guest::Guest;
+
+const HELLO_C: &str = r#"#include <linux/module.h>
+#include <linux/init.h>
+static int __init hello_init(void) { pr_info("guestinit-hello: loaded\n"); return 0; }
+static void __exit hello_exit(void) { }
+module_init(hello_init);
+module_exit(hello_exit);
+MODULE_LICENSE("GPL");
+"#;
+
+#[test]
+fn an_out_of_tree_module_builds_against_the_headers_and_loads() -> Result<()> {
+    let Some(kernel) = tests_vm::kernel::project_build() else {
+        eprintln!(
+            "skipped: no kernel built from kernel/ in .cache/kernel-build (bash kernel/build.sh)"
+        );
+        return Ok(());
+    };
+    let tarball = kernel.vmlinux.with_file_name("kernel-headers.tar.gz");
+    if !tarball.is_file() {
+        eprintln!(
+            "skipped: {} missing (rebuild with bash kernel/build.sh)",
+            tarball.display()
+        );
+        return Ok(());
+    }
+    let work = tempfile::tempdir()?;
+    let status = Command::new("tar")
+        .arg("-xzf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(work.path())
+        .status()?;
+    ensure!(status.success(), "unpack {}", tarball.display());
+    let headers = work
+        .path()
+        .join(format!("linux-headers-{}", kernel.release));
+    let module = work.path().join("hello");
+    std::fs::create_dir_all(&module)?;
+    std::fs::write(module.join("hello.c"), HELLO_C)?;
+    std::fs::write(module.join("Makefile"), "obj-m := hello.o\n")?;
+    let built = Command::new("make")
+        .arg("-s")
+        .arg("-C")
+        .arg(&headers)
+        .arg(format!("M={}", module.display()))
+        .args(["ARCH=x86_64", "modules"])
+        .output()
+        .context("run make")?;
+    ensure!(
+        built.status.success(),
+        "module build: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let ko = std::fs::read(module.join("hello.ko"))?;
+
+    let script =
+        "busybox insmod /hello.ko && busybox dmesg | busybox grep -o 'guestinit-hello: loaded'";
+    let mut g = Guest::new("kernel-module", &["/bin/sh", "-c", script]);
+    g.kernel = Some(kernel);
+    g.image_files = vec![("hello.ko".into(), ko, 0o644)];
+    let out = g.run()?;
+    ensure!(out.has_line("guestinit-hello: loaded"), "{}", out.log);
+    ensure!(
+        out.exit_line()? == r#"HYPEMAN-EXIT code=0 message="success""#,
+        "{}",
+        out.log
+    );
+    Ok(())
+}
