@@ -15,7 +15,8 @@
 # ~/.cache/guestinit-kernel) under the sha256 of the fragments, required.config
 # and the source version, so a second run is instant. Output (default
 # <repo>/.cache/kernel-build): vmlinux, bzImage, config, release and
-# kernel-headers.tar.gz (for out-of-tree modules: DKMS, GPU drivers).
+# kernel-headers.tar.gz (for out-of-tree modules: DKMS, GPU drivers) and
+# manifest.json (sha256 and size of each; the catalog entry).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT="$HERE/../.cache/kernel-build"
@@ -107,6 +108,18 @@ headers_tarball() {
   rm -rf "$stage"
 }
 
+# manifest.json: what was built from what, with the sha256 of each output —
+# the catalog entry the system manager imports (`kernel import <folder>`).
+manifest() {
+  local files="" f
+  for f in vmlinux bzImage config kernel-headers.tar.gz; do
+    files="$files${files:+,}
+    \"$f\": {\"sha256\": \"$(sha256sum "$OUT/$f" | cut -d' ' -f1)\", \"size\": $(stat -c %s "$OUT/$f")}"
+  done
+  printf '{\n  "kind": "kernel",\n  "release": "%s",\n  "arch": "x86_64",\n  "source": "linux-source-6.1 %s",\n  "fragments": "%s",\n  "config_key": "%s",\n  "files": {%s\n  }\n}\n' \
+    "$release" "$version" "$FRAGMENTS" "$key" "$files"
+}
+
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
 if [ ! -f "$BUILD/vmlinux" ] || [ ! -f "$BUILD/arch/x86/boot/bzImage" ]; then
   make -s -C "$SRC" O="$BUILD" ARCH=x86_64 -j"$(nproc)" vmlinux bzImage
@@ -120,4 +133,5 @@ cp "$BUILD/arch/x86/boot/bzImage" "$OUT/bzImage"
 cp "$BUILD/.config" "$OUT/config"
 cp "$BUILD/kernel-headers.tar.gz" "$OUT/kernel-headers.tar.gz"
 echo "$release" >"$OUT/release"
+manifest >"$OUT/manifest.json"
 echo "built $release in $OUT (cache $BUILD)" >&2

@@ -75,3 +75,36 @@ fn an_out_of_tree_module_builds_against_the_headers_and_loads() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn the_manifest_names_each_output_with_its_sha256() -> Result<()> {
+    use sha2::Digest;
+    let Some(kernel) = tests_vm::kernel::project_build() else {
+        eprintln!(
+            "skipped: no kernel built from kernel/ in .cache/kernel-build (bash kernel/build.sh)"
+        );
+        return Ok(());
+    };
+    let dir = kernel
+        .vmlinux
+        .parent()
+        .context("build folder")?
+        .to_path_buf();
+    let Ok(text) = std::fs::read_to_string(dir.join("manifest.json")) else {
+        eprintln!("skipped: no manifest.json (rebuild with bash kernel/build.sh)");
+        return Ok(());
+    };
+    let manifest: serde_json::Value = serde_json::from_str(&text)?;
+    ensure!(
+        manifest["kind"] == "kernel" && manifest["release"] == kernel.release.as_str(),
+        "{text}"
+    );
+    let files = manifest["files"].as_object().context("files")?;
+    for name in ["vmlinux", "bzImage", "config", "kernel-headers.tar.gz"] {
+        let bytes = std::fs::read(dir.join(name))?;
+        let sum = format!("{:x}", sha2::Sha256::digest(&bytes));
+        ensure!(files[name]["sha256"] == sum.as_str(), "{name}: {text}");
+        ensure!(files[name]["size"] == bytes.len(), "{name}: {text}");
+    }
+    Ok(())
+}
