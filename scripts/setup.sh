@@ -26,3 +26,7 @@ fi
 
 # The guest kernel fixture (Debian's stock kernel, never the host's /boot).
 bash "$(dirname "$0")/fetch-kernel.sh" >/dev/null
+
+# The microVM kernel the VM tests boot by default (kernel/; ~6-8 min the
+# first time, then cached under ~/.cache/guestinit-kernel by its inputs).
+bash "$(dirname "$0")/../kernel/build.sh" >/dev/null

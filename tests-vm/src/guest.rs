@@ -69,7 +69,8 @@ pub struct Guest {
     pub extra_disks: Vec<Disk>,
     /// Files added to the image rootfs (path relative to /, contents, mode).
     pub image_files: Vec<(String, Vec<u8>, u32)>,
-    /// Kernel; Debian's when `None`.
+    /// Kernel; [`kernel::default_kernel`] when `None` (the `kernel/` build
+    /// when present, else Debian's).
     pub kernel: Option<Kernel>,
     /// Machine model.
     pub machine: Machine,
@@ -218,7 +219,7 @@ impl Guest {
         require_tools()?;
         let kernel = match &self.kernel {
             Some(k) => k.clone(),
-            None => kernel::debian()?,
+            None => kernel::default_kernel()?,
         };
         let initrd = initramfs::image(&kernel, &self.initrd)?;
         let lock = vm_lock()?;

@@ -52,6 +52,16 @@ pub fn debian() -> Result<Kernel> {
         .map_err(anyhow::Error::msg)
 }
 
+/// The kernel VM tests boot unless they name one: the `kernel/` build (all
+/// drivers built in; `scripts/setup.sh` builds it) when present, else
+/// Debian's stock kernel.
+pub fn default_kernel() -> Result<Kernel> {
+    match project_build() {
+        Some(k) => Ok(k),
+        None => debian(),
+    }
+}
+
 /// A kernel built from `kernel/` (all drivers built in), when one is present:
 /// `<repo>/.cache/kernel-build/vmlinux`.
 pub fn project_build() -> Option<Kernel> {

@@ -86,7 +86,7 @@ fn exec_copy_and_stat_over_vsock_then_shutdown_stops_the_app() -> Result<()> {
     });
     let mut r = g.start()?;
     r.wait_line("HYPEMAN-AGENT-READY ts=")?;
-    let release = tests_vm::kernel::debian()?.release;
+    let release = tests_vm::kernel::default_kernel()?.release;
     let host = tempfile::tempdir()?;
     let payload: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(host.path().join("in.bin"), &payload)?;
