@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 #[derive(Debug, thiserror::Error)]
 pub enum CpioError {
     /// A path that is empty, relative to nothing, has `.`/`..`/empty components,
-    /// or is `/TRAILER!!!` (which would end the archive).
+    /// or is or lies under `/TRAILER!!!` (which would end the archive).
     #[error("invalid archive path {0:?}")]
     InvalidPath(String),
     /// Two entries with the same path.
@@ -152,15 +152,14 @@ pub fn path_components(path: &str) -> Result<Vec<&str>, CpioError> {
     if rest.is_empty() || path.contains('\0') {
         return Err(invalid());
     }
-    // An entry named like the trailer would end the archive for every reader,
-    // the kernel's included, hiding what follows it.
-    if rest == TRAILER {
-        return Err(invalid());
-    }
     let parts: Vec<&str> = rest.split('/').collect();
-    if parts
-        .iter()
-        .any(|p| p.is_empty() || *p == "." || *p == "..")
+    // An entry named like the trailer would end the archive for every reader,
+    // the kernel's included, hiding what follows it; so would the implicit
+    // parent directory of `/TRAILER!!!/x`.
+    if parts[0] == TRAILER
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || *p == "." || *p == "..")
     {
         return Err(invalid());
     }
@@ -595,6 +594,7 @@ mod tests {
             "/a/./b",
             "/a/",
             "/TRAILER!!!",
+            "/TRAILER!!!/c",
         ] {
             assert!(a.add(Entry::dir(p, 0o755)).is_err(), "{p}");
         }
