@@ -14,10 +14,16 @@ use std::process::ExitCode;
     after_help = EXIT_STATUS
 )]
 struct Cli {
+    /// More log lines on stderr (--verbose: debug, twice: trace). Long
+    /// only: `run -v` is --volume, as in docker.
+    #[arg(long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Boot a root filesystem as a microVM and run a command in it.
@@ -102,6 +108,74 @@ enum Command {
         /// The instance.
         name: String,
     },
+    /// Kernels of the data folder: list, pull, import, show, path, set-default, rollback.
+    ///
+    /// Layout: {data}/system/kernel/<version>/<arch>/vmlinux (+ headers
+    /// tarball, manifest.json). Downloads are checked against the catalog's
+    /// sha256 and size while they stream, staged and moved into place at once.
+    ///
+    /// Examples:
+    ///   host-sysmgr kernel list --available
+    ///   host-sysmgr kernel pull 6.1.102-fc1.10
+    ///   host-sysmgr kernel import .cache/kernel-build
+    ///   host-sysmgr kernel set-default 6.1.192-e9122fdc
+    ///   host-sysmgr kernel rollback
+    #[command(verbatim_doc_comment)]
+    Kernel {
+        #[command(subcommand)]
+        cmd: cli::system::KernelCmd,
+        #[command(flatten)]
+        store: cli::system::StoreArgs,
+    },
+    /// Initrds of the data folder: list, build, show, path, set-default, rollback.
+    ///
+    /// Layout: {data}/system/initrd/<arch>/<build>/initrd (+ manifest.json,
+    /// initrd.sig) and a relative `latest` symlink to the default build. A
+    /// build is named by the hash of its inputs (init, agent, builder) and
+    /// signed with the host's key ({data}/system/keys/initrd.key).
+    ///
+    /// Examples:
+    ///   host-sysmgr initrd build --init target/.../init --agent target/.../guest-agent
+    ///   host-sysmgr initrd path
+    #[command(verbatim_doc_comment)]
+    Initrd {
+        #[command(subcommand)]
+        cmd: cli::system::InitrdCmd,
+        #[command(flatten)]
+        store: cli::system::StoreArgs,
+    },
+    /// Make sure the default kernel and the current initrd are installed and
+    /// verified (downloading or building what is missing); print their paths.
+    Ensure {
+        #[command(flatten)]
+        store: cli::system::StoreArgs,
+        #[command(flatten)]
+        inputs: cli::system::InputArgs,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove old kernels and initrds: keeps the newest --keep of each, the
+    /// defaults, the rollback targets and every pinned version.
+    Gc {
+        #[command(flatten)]
+        store: cli::system::StoreArgs,
+        /// Versions of each kind to keep besides the protected ones.
+        #[arg(long, default_value_t = cli::system::DEFAULT_KEEP)]
+        keep: usize,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Supported kernel versions, guest-init protocol versions and the
+    /// current defaults (for a control plane: use --json).
+    Versions {
+        #[command(flatten)]
+        store: cli::system::StoreArgs,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// host-sysmgr's own failure.
@@ -120,6 +194,7 @@ const EXIT_STATUS: &str = "EXIT STATUS:
   --help and --version exit 0; stat exits 1 for a missing path.
 
 EXAMPLES:
+  host-sysmgr run --rootfs ./root -- /bin/echo hi        # default kernel + initrd (ensure)
   host-sysmgr run --kernel vmlinux --initrd initrd.img --rootfs ./root -- /bin/echo hi
   host-sysmgr run -d --name web --kernel vmlinux --initrd initrd.img --rootfs ./root -- /srv/app
   host-sysmgr exec web -- uname -r
@@ -134,6 +209,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
+    init_logging(cli.verbose);
     let result = match cli.command {
         Command::Run(args) => cli::run::run(&args),
         Command::Ps { json } => cli::instances::ps(json),
@@ -157,11 +233,20 @@ fn main() -> ExitCode {
         Command::Stop { name, timeout } => cli::instances::stop(&name, timeout),
         Command::Logs { follow, name } => cli::instances::logs(&name, follow),
         Command::Rm { name } => cli::instances::rm(&name),
+        Command::Kernel { cmd, store } => cli::system::kernel(&cmd, &store),
+        Command::Initrd { cmd, store } => cli::system::initrd(&cmd, &store),
+        Command::Ensure {
+            store,
+            inputs,
+            json,
+        } => cli::system::ensure(&store, &inputs, json),
+        Command::Gc { store, keep, json } => cli::system::gc(&store, keep, json),
+        Command::Versions { store, json } => cli::system::versions(&store, json),
     };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("host-sysmgr: {e:#}");
+            eprintln!("host-sysmgr: {}", chain(&e));
             if e.is::<cli::Interrupted>() {
                 ExitCode::from(EXIT_INTERRUPTED)
             } else {
@@ -169,6 +254,36 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// anyhow's chain, with a library error's own chain printed once.
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !text.is_empty() && !out.ends_with(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+/// Warnings and errors on stderr by default; --verbose adds debug, twice trace.
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => tracing::Level::WARN,
+        1 => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
 }
 
 /// `--help`/`--version` print and exit 0; a usage error exits 125 like every

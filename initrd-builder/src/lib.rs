@@ -39,6 +39,9 @@ pub mod verify;
 
 use std::path::{Path, PathBuf};
 
+/// The builder's version (part of every build id that depends on it).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 pub use build::{build, BuildOptions, BuildOutput};
 pub use compress::Compression;
 pub use manifest::Manifest;

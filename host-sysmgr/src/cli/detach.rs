@@ -3,7 +3,7 @@
 //! they die with it — and records how the VM ended. The command returns
 //! once the monitor reports the VM started.
 
-use super::run::{attach_vsock, vm_config, RunArgs};
+use super::run::{attach_vsock, boot_files, vm_config, RunArgs};
 use anyhow::{bail, Context, Result};
 use host_sysmgr::instance::{self, InstanceInfo, Store};
 use host_sysmgr::vmm::qemu::Qemu;
@@ -41,7 +41,8 @@ fn random_name() -> String {
 
 /// Builds the disks, forks the monitor and waits for its word.
 fn start_monitor(args: &RunArgs, store: &Store, name: &str, dir: &Path) -> Result<()> {
-    let mut cfg = vm_config(args, dir)?;
+    let files = boot_files(args)?;
+    let mut cfg = vm_config(args, &files, dir)?;
     // Close-on-exec: the VMM must not inherit the write end (the parent reads
     // until every copy of it is closed).
     let (read_end, write_end) =

@@ -3,6 +3,7 @@
 pub mod detach;
 pub mod instances;
 pub mod run;
+pub mod system;
 pub mod volumes;
 
 /// Interrupted by SIGINT or SIGTERM (exit status 130).

@@ -33,12 +33,18 @@ pub(crate) enum MachineArg {
 
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// Kernel to boot (a PVH vmlinux, or a bzImage).
+    /// Kernel to boot (a PVH vmlinux, or a bzImage). Default: the data
+    /// folder's default kernel (`ensure` installs it first).
     #[arg(long)]
-    pub(crate) kernel: PathBuf,
-    /// Initramfs carrying init (built by initrd-builder).
+    pub(crate) kernel: Option<PathBuf>,
+    /// Initramfs carrying init (built by initrd-builder). Default: the data
+    /// folder's initrd, built by `ensure` from the init and agent binaries.
     #[arg(long)]
-    pub(crate) initrd: PathBuf,
+    pub(crate) initrd: Option<PathBuf>,
+    /// The data folder (default: $GUESTINIT_DATA_DIR, else
+    /// $XDG_DATA_HOME/guestinit, else ~/.local/share/guestinit).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
     /// Folder to turn into the read-only root image (ext4).
     #[arg(long, conflicts_with = "image", required_unless_present = "image")]
     pub(crate) rootfs: Option<PathBuf>,
@@ -150,11 +156,55 @@ fn wants_net(args: &RunArgs) -> bool {
     args.net || !args.publish.is_empty()
 }
 
-/// The VM of `args`, its disks built in `work`.
-pub fn vm_config(args: &RunArgs, work: &Path) -> Result<VmConfig> {
-    for (what, p) in [("kernel", &args.kernel), ("initrd", &args.initrd)] {
+/// What a VM boots, and whether it came from the data folder's defaults
+/// (then its boot is recorded against those versions).
+pub struct BootFiles {
+    /// The kernel image.
+    pub kernel: PathBuf,
+    /// The initramfs.
+    pub initrd: PathBuf,
+    /// (kernel version, initrd build) when the defaults were used.
+    pub versions: Option<(String, String)>,
+    /// The store they came from.
+    pub store: Option<host_sysmgr::system::Store>,
+}
+
+/// `--kernel`/`--initrd` when given, else the data folder's defaults after
+/// `ensure` (which installs or builds what is missing).
+pub fn boot_files(args: &RunArgs) -> Result<BootFiles> {
+    if let (Some(kernel), Some(initrd)) = (&args.kernel, &args.initrd) {
+        for (what, p) in [("kernel", kernel), ("initrd", initrd)] {
+            check_input_file(what, p)?;
+        }
+        return Ok(BootFiles {
+            kernel: kernel.clone(),
+            initrd: initrd.clone(),
+            versions: None,
+            store: None,
+        });
+    }
+    let store = super::system::open_store(args.data_dir.as_deref(), None)?;
+    let inputs = host_sysmgr::system::initrd::Inputs::find(None, None)?;
+    let e = store
+        .ensure(&inputs)
+        .context("ensure the default kernel and initrd")?;
+    let kernel = args.kernel.clone().unwrap_or(e.kernel);
+    let initrd = args.initrd.clone().unwrap_or(e.initrd);
+    for (what, p) in [("kernel", &kernel), ("initrd", &initrd)] {
         check_input_file(what, p)?;
     }
+    let versions = (args.kernel.is_none() && args.initrd.is_none())
+        .then_some((e.kernel_version, e.initrd_build));
+    Ok(BootFiles {
+        kernel,
+        initrd,
+        versions,
+        store: Some(store),
+    })
+}
+
+/// The VM of `args`, its disks built in `work`.
+pub fn vm_config(args: &RunArgs, files: &BootFiles, work: &Path) -> Result<VmConfig> {
     let volumes = args
         .volume
         .iter()
@@ -182,8 +232,8 @@ pub fn vm_config(args: &RunArgs, work: &Path) -> Result<VmConfig> {
     let (volume_disks, mounts) = super::volumes::attach(&volumes, work)?;
     let config_img = work.join("config.img");
     disks::config_disk(&config(args, mounts)?, &config_img)?;
-    let mut cfg = VmConfig::new(&args.kernel, work.join("serial.log"), work.join("run"));
-    cfg.initrd = Some(args.initrd.clone());
+    let mut cfg = VmConfig::new(&files.kernel, work.join("serial.log"), work.join("run"));
+    cfg.initrd = Some(files.initrd.clone());
     cfg.cmdline = format!("console=ttyS0 {}", args.append).trim().to_string();
     cfg.memory_mib = args.memory;
     cfg.vcpus = args.cpus;
@@ -286,7 +336,8 @@ fn foreground(args: &RunArgs) -> Result<u8> {
     let work = tempfile::Builder::new()
         .prefix("host-sysmgr-run-")
         .tempdir()?;
-    let mut cfg = vm_config(args, work.path())?;
+    let files = boot_files(args)?;
+    let mut cfg = vm_config(args, &files, work.path())?;
     let _vhost = if args.vsock {
         Some(attach_vsock(&mut cfg)?)
     } else {
@@ -312,7 +363,9 @@ fn foreground(args: &RunArgs) -> Result<u8> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e).context("read the serial log"),
     };
-    match scan_tail(&log).exit {
+    let scan = scan_tail(&log);
+    record_outcome(&files, &scan);
+    match scan.exit {
         Some((code, message)) => {
             eprintln!("host-sysmgr: app exited: code={code} ({message})");
             exit_status(code)
@@ -320,6 +373,23 @@ fn foreground(args: &RunArgs) -> Result<u8> {
         None => bail!(
             "the VM ended without a HYPEMAN-EXIT line{}",
             vmm_stderr(&cfg.runtime_dir)
+        ),
+    }
+}
+
+/// Counts the boot for the default versions it used: good when the app
+/// started, failed when init gave up before it (or nothing was reported).
+/// A default that keeps failing is rolled back (see `system::ops`).
+fn record_outcome(files: &BootFiles, scan: &guest_contract::sentinel::TailScan) {
+    let (Some(store), Some((kernel, initrd))) = (&files.store, &files.versions) else {
+        return;
+    };
+    let ok = scan.program_start.is_some();
+    match store.record_boot(kernel, initrd, ok) {
+        Ok(notes) => notes.iter().for_each(|n| eprintln!("host-sysmgr: {n}")),
+        Err(e) => eprintln!(
+            "host-sysmgr: could not record the boot: {}",
+            host_sysmgr::chain(&e)
         ),
     }
 }

@@ -1,0 +1,291 @@
+//! The host's initrd: built by initrd-builder from our `init` and agent,
+//! uncompressed (it boots fastest: the kernel copies it instead of
+//! inflating it), signed with the host's own key, and named by the hash of
+//! its inputs so an unchanged input set is never built twice.
+
+use super::error::{Result, SystemError};
+use super::install::{self, Staged};
+use super::layout::Layout;
+use super::record::{self, FileRecord};
+use initrd_builder::manifest::Manifest;
+use initrd_builder::{sign, verify, BuildOptions, Spec};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Names of an initrd build's files.
+pub const IMAGE: &str = "initrd";
+/// Its manifest (the signed bytes).
+pub const MANIFEST: &str = "manifest.json";
+/// The detached signature over the manifest.
+pub const SIGNATURE: &str = "initrd.sig";
+/// Changes whenever what this module puts into an initrd changes.
+const RECIPE: &str = "guestinit-initrd/1";
+
+/// Environment variables naming the init and agent binaries.
+pub const INIT_ENV: &str = "GUESTINIT_INIT";
+/// See [`INIT_ENV`].
+pub const AGENT_ENV: &str = "GUESTINIT_AGENT";
+
+/// The binaries an initrd is built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inputs {
+    /// The static `init`.
+    pub init: PathBuf,
+    /// The static guest agent.
+    pub agent: PathBuf,
+}
+
+impl Inputs {
+    /// The given paths, else `$GUESTINIT_INIT`/`$GUESTINIT_AGENT`, else the
+    /// first folder holding both of: the folder of this executable, cargo's
+    /// static-target folder beside it, `/usr/local/lib/guestinit`,
+    /// `/usr/lib/guestinit`.
+    pub fn find(init: Option<&Path>, agent: Option<&Path>) -> Result<Self> {
+        let found = Self::locate(init, agent)?;
+        let abs = |p: &Path| std::fs::canonicalize(p).map_err(|e| SystemError::io(p, e));
+        Ok(Inputs {
+            init: abs(&found.init)?,
+            agent: abs(&found.agent)?,
+        })
+    }
+
+    fn locate(init: Option<&Path>, agent: Option<&Path>) -> Result<Self> {
+        let env = |k| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let init = init.map(Path::to_path_buf).or_else(|| env(INIT_ENV));
+        let agent = agent.map(Path::to_path_buf).or_else(|| env(AGENT_ENV));
+        if let (Some(init), Some(agent)) = (&init, &agent) {
+            return Ok(Inputs {
+                init: init.clone(),
+                agent: agent.clone(),
+            });
+        }
+        let found = search_dirs()
+            .into_iter()
+            .find(|d| d.join("init").is_file() && d.join("guest-agent").is_file());
+        match found {
+            Some(d) => Ok(Inputs {
+                init: init.unwrap_or_else(|| d.join("init")),
+                agent: agent.unwrap_or_else(|| d.join("guest-agent")),
+            }),
+            None => Err(SystemError::NotFound(format!(
+                "no init and guest-agent binaries to build the initrd from: pass --init and --agent, or set {INIT_ENV} and {AGENT_ENV}"
+            ))),
+        }
+    }
+}
+
+fn search_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(exe_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        let profile = exe_dir.file_name().map(|n| n.to_os_string());
+        if let (Some(target), Some(profile)) = (exe_dir.parent(), profile) {
+            dirs.push(target.join("x86_64-unknown-linux-gnu").join(&profile));
+            dirs.push(target.join("x86_64-unknown-linux-gnu/release"));
+        }
+        dirs.insert(0, exe_dir);
+    }
+    dirs.push("/usr/local/lib/guestinit".into());
+    dirs.push("/usr/lib/guestinit".into());
+    dirs
+}
+
+/// Stat identity of an input file: what the cached build id is keyed by, so
+/// a warm call does not read the binaries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct InputStamp {
+    path: PathBuf,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+fn stamp(path: &Path) -> Result<InputStamp> {
+    let m = std::fs::metadata(path).map_err(|e| SystemError::io(path, e))?;
+    let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+    Ok(InputStamp {
+        path: path.to_path_buf(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+        ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+    })
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct BuildCache {
+    known: Vec<(Vec<InputStamp>, String)>,
+}
+
+const CACHE: &str = "inputs.json";
+
+/// The build id of `inputs`: the first 16 hex digits of a sha256 over the
+/// recipe, the builder's version and both binaries. Taken from the stat
+/// cache when the binaries have not changed since it was computed.
+pub fn build_id(layout: &Layout, arch: &str, inputs: &Inputs) -> Result<String> {
+    let stamps = vec![stamp(&inputs.init)?, stamp(&inputs.agent)?];
+    let cache_path = layout.initrds(arch).join(CACHE);
+    let mut cache: BuildCache = record::read_json(&cache_path).unwrap_or_default();
+    if let Some((_, id)) = cache.known.iter().find(|(s, _)| *s == stamps) {
+        return Ok(id.clone());
+    }
+    let mut h = Sha256::new();
+    h.update(RECIPE);
+    h.update(initrd_builder::VERSION);
+    for p in [&inputs.init, &inputs.agent] {
+        h.update(install::sha256_file(p)?.0);
+    }
+    let id = hex::encode(h.finalize())[..16].to_string();
+    cache
+        .known
+        .retain(|(s, _)| s.iter().map(|x| &x.path).ne(stamps.iter().map(|x| &x.path)));
+    cache.known.push((stamps, id.clone()));
+    let _ = record::write_json(&cache_path, &cache);
+    Ok(id)
+}
+
+fn spec(arch: &str) -> Result<Spec> {
+    let v = env!("CARGO_PKG_VERSION");
+    let text = format!(
+        r#"
+[image]
+name = "guestinit"
+arch = "{arch}"
+compression = "none"
+max_size = "64MiB"
+[init]
+path = "{{init}}"
+version = "{v}"
+protocol = 1
+[agent]
+path = "{{agent}}"
+version = "{v}"
+min_version = "{v}"
+[[dir]]
+path = "/proc"
+[[dir]]
+path = "/sys"
+[[dir]]
+path = "/run"
+[[dir]]
+path = "/tmp"
+mode = 0o1777
+[[dir]]
+path = "/mnt"
+"#
+    );
+    Spec::parse(&text, Path::new("/")).map_err(SystemError::Initrd)
+}
+
+/// The host's signing key, made on first use (the caller holds the lock).
+pub fn signing_key(layout: &Layout) -> Result<sign::SigningKey> {
+    let secret = layout.signing_key();
+    if !secret.exists() {
+        let key = sign::generate().map_err(|e| SystemError::Initrd(e.into()))?;
+        let prefix = secret.with_extension("");
+        install::mkdirs(prefix.parent().unwrap_or(Path::new(".")))?;
+        sign::write_keypair(&key, &prefix).map_err(|e| SystemError::Initrd(e.into()))?;
+    }
+    sign::read_secret_key(&secret).map_err(|e| SystemError::Initrd(e.into()))
+}
+
+/// Builds the initrd of `inputs` into `stage` (initrd, manifest, signature).
+pub fn build(layout: &Layout, arch: &str, inputs: &Inputs, stage: &Staged) -> Result<Manifest> {
+    let mut opts = BuildOptions::default();
+    opts.vars
+        .insert("init".into(), inputs.init.display().to_string());
+    opts.vars
+        .insert("agent".into(), inputs.agent.display().to_string());
+    opts.signing_key = Some(signing_key(layout)?);
+    let out = initrd_builder::build(&spec(arch)?, &opts).map_err(SystemError::Initrd)?;
+    let dir = stage.path();
+    let sig = out
+        .signature
+        .as_ref()
+        .map(sign::encode_signature)
+        .unwrap_or_default();
+    for (name, data) in [
+        (IMAGE, out.image.as_slice()),
+        (MANIFEST, out.manifest_bytes.as_slice()),
+        (SIGNATURE, sig.as_bytes()),
+    ] {
+        std::fs::write(dir.join(name), data).map_err(|e| SystemError::io(dir.join(name), e))?;
+    }
+    Ok(out.manifest)
+}
+
+/// Checks an installed build: the manifest's signature against this host's
+/// key (or `extra_keys`), then the image against the manifest (hashed only
+/// when its stamp changed). Returns the image path and the manifest.
+pub fn verify(layout: &Layout, arch: &str, build: &str) -> Result<(PathBuf, Manifest)> {
+    let dir = layout.initrd_dir(arch, build);
+    if !dir.join(MANIFEST).is_file() {
+        return Err(SystemError::NotFound(format!(
+            "initrd {build} ({arch}) is not installed"
+        )));
+    }
+    let bytes = verify::read_manifest_file(&dir.join(MANIFEST)).map_err(SystemError::Initrd)?;
+    let sig = std::fs::read_to_string(dir.join(SIGNATURE))
+        .map_err(|e| SystemError::io(dir.join(SIGNATURE), e))?;
+    let manifest = trusted_keys(layout)?
+        .iter()
+        .find_map(|k| verify::verify_manifest(&bytes, &sig, k).ok())
+        .ok_or_else(|| SystemError::Corrupt {
+            path: dir.join(MANIFEST),
+            message: "its signature matches no trusted key".into(),
+        })?;
+    let image = FileRecord {
+        file: IMAGE.into(),
+        sha256: manifest.image.sha256.clone(),
+        size: manifest.image.size,
+    };
+    record::verify_files(&dir, &[image])?;
+    Ok((dir.join(IMAGE), manifest))
+}
+
+/// This host's public key plus `{system}/keys/trusted/*.pub`.
+pub fn trusted_keys(layout: &Layout) -> Result<Vec<sign::VerifyingKey>> {
+    let mut keys = Vec::new();
+    let own = layout.public_key();
+    if own.exists() {
+        keys.push(sign::read_public_key(&own).map_err(|e| SystemError::Initrd(e.into()))?);
+    }
+    let trusted = layout.system().join("keys/trusted");
+    if let Ok(rd) = std::fs::read_dir(&trusted) {
+        for e in rd.flatten() {
+            if e.path().extension().is_some_and(|x| x == "pub") {
+                keys.push(
+                    sign::read_public_key(&e.path()).map_err(|e| SystemError::Initrd(e.into()))?,
+                );
+            }
+        }
+    }
+    Ok(keys)
+}
+
+/// Installed builds of `arch`, newest first.
+pub fn installed(layout: &Layout, arch: &str) -> Vec<(String, u64)> {
+    let Ok(rd) = std::fs::read_dir(layout.initrds(arch)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, u64)> = rd
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let m = std::fs::metadata(e.path().join(MANIFEST)).ok()?;
+            (!name.starts_with('.')).then_some((name, m.mtime().max(0) as u64))
+        })
+        .collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
+    out
+}
