@@ -1,0 +1,214 @@
+//! The system manager end to end: `ensure` from two processes at once, a
+//! corrupted initrd or kernel caught before it boots, and `run --rootfs`
+//! on a fresh data folder — the kernel downloaded from a catalog served by
+//! a real HTTP server on 127.0.0.1, the initrd built from our init and
+//! agent — booting in QEMU and returning the app's exit code.
+
+use anyhow::{bail, ensure, Context, Result};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use tests_vm::rootfs::Flavor;
+
+fn host_sysmgr(data: &Path, args: &[&str], env: &[(&str, &Path)]) -> Result<Command> {
+    let bins = tests_vm::artifacts::release_binaries()?;
+    let mut cmd = Command::new(&bins.host_sysmgr);
+    cmd.args(args)
+        .env("GUESTINIT_DATA_DIR", data)
+        .env_remove("GUESTINIT_CATALOG")
+        .env("GUESTINIT_INIT", &bins.init)
+        .env("GUESTINIT_AGENT", &bins.agent);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Ok(cmd)
+}
+
+fn output(mut cmd: Command) -> Result<Output> {
+    Ok(cmd.stdin(Stdio::null()).output()?)
+}
+
+fn ok(cmd: Command) -> Result<String> {
+    let out = output(cmd)?;
+    ensure!(
+        out.status.success(),
+        "{:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn kernel_build() -> Result<PathBuf> {
+    let dir = tests_vm::artifacts::workspace_root().join(".cache/kernel-build");
+    if !dir.join("manifest.json").is_file() {
+        bail!(
+            "no kernel/ build in {} (scripts/setup.sh builds it)",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+#[test]
+fn ensure_from_two_processes_at_once_installs_once_and_catches_corruption() -> Result<()> {
+    let data = tempfile::tempdir()?;
+    let kdir = kernel_build()?;
+    ok(host_sysmgr(
+        data.path(),
+        &["kernel", "import", &kdir.display().to_string()],
+        &[],
+    )?)?;
+    let spawn = || -> Result<Child> {
+        let mut cmd = host_sysmgr(data.path(), &["ensure", "--json"], &[])?;
+        Ok(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?)
+    };
+    let (a, b) = (spawn()?, spawn()?);
+    let outs = [a.wait_with_output()?, b.wait_with_output()?];
+    let mut results = Vec::new();
+    for o in &outs {
+        ensure!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        results.push(serde_json::from_slice::<serde_json::Value>(&o.stdout)?);
+    }
+    ensure!(results[0]["initrd"] == results[1]["initrd"], "{results:?}");
+    let changed = results.iter().filter(|r| r["changed"] == true).count();
+    ensure!(changed == 1, "exactly one process builds: {results:?}");
+    let arch = std::env::consts::ARCH;
+    let builds: Vec<_> = std::fs::read_dir(data.path().join("system/initrd").join(arch))?
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .collect();
+    ensure!(builds.len() == 1, "one build: {builds:?}");
+    let latest = std::fs::read_link(data.path().join("system/initrd").join(arch).join("latest"))?;
+    ensure!(latest.is_relative(), "{latest:?}");
+
+    // A flipped byte in the initrd: ensure rebuilds it (same inputs, same id).
+    let initrd = PathBuf::from(results[0]["initrd"].as_str().context("initrd")?);
+    flip_byte(&initrd, 1000)?;
+    let again: serde_json::Value =
+        serde_json::from_str(&ok(host_sysmgr(data.path(), &["ensure", "--json"], &[])?)?)?;
+    ensure!(
+        again["changed"] == true && again["initrd"] == results[0]["initrd"],
+        "{again}"
+    );
+    ok(host_sysmgr(data.path(), &["initrd", "path"], &[])?)?;
+
+    // A flipped byte in an imported kernel (no catalog entry to download it
+    // again): refused, never handed to a VMM.
+    let kernel = PathBuf::from(results[0]["kernel"].as_str().context("kernel")?);
+    flip_byte(&kernel, 4096)?;
+    let out = output(host_sysmgr(data.path(), &["kernel", "path"], &[])?)?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(125) && err.contains("does not match its record"),
+        "{err}"
+    );
+    let out = output(host_sysmgr(data.path(), &["ensure"], &[])?)?;
+    ensure!(
+        !out.status.success(),
+        "ensure must not hand out a corrupt kernel"
+    );
+    Ok(())
+}
+
+fn flip_byte(path: &Path, at: u64) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at)?;
+    f.write_all_at(&[b[0] ^ 0x01], at)?;
+    Ok(())
+}
+
+/// `python3 -m http.server`'s handler on 127.0.0.1, an ephemeral port.
+struct HttpServer(Child, u16);
+
+impl HttpServer {
+    fn start(dir: &Path) -> Result<HttpServer> {
+        let script = "import functools,http.server,sys\n\
+            h=functools.partial(http.server.SimpleHTTPRequestHandler,directory=sys.argv[1])\n\
+            s=http.server.ThreadingHTTPServer(('127.0.0.1',0),h)\n\
+            print(s.server_address[1],flush=True)\n\
+            s.serve_forever()";
+        let mut child = Command::new("python3")
+            .args(["-c", script])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start python3's http.server")?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().context("stdout")?;
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let port = line.trim().parse().context("http.server's port")?;
+        Ok(HttpServer(child, port))
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn run_on_a_fresh_data_folder_downloads_builds_boots_and_returns_the_code() -> Result<()> {
+    let kdir = kernel_build()?;
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(kdir.join("manifest.json"))?)?;
+    let server = HttpServer::start(&kdir)?;
+    let work = tempfile::tempdir()?;
+    let catalog = work.path().join("catalog.toml");
+    std::fs::write(
+        &catalog,
+        format!(
+            "[[kernel]]\nname = \"guestinit\"\nversion = \"test-1\"\narch = \"{}\"\n\
+             url = \"http://127.0.0.1:{}/vmlinux\"\nsha256 = \"{}\"\nsize = {}\ndefault = true\n",
+            std::env::consts::ARCH,
+            server.1,
+            manifest["files"]["vmlinux"]["sha256"]
+                .as_str()
+                .context("sha256")?,
+            manifest["files"]["vmlinux"]["size"],
+        ),
+    )?;
+    let rootfs = work.path().join("root");
+    std::fs::create_dir(&rootfs)?;
+    tests_vm::rootfs::populate(&rootfs, Flavor::Busybox)?;
+    let data = work.path().join("data");
+    let root = rootfs.display().to_string();
+    let args = [
+        "run",
+        "--rootfs",
+        &root,
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo from-the-app; exit 7",
+    ];
+    let out = output(host_sysmgr(
+        &data,
+        &args,
+        &[("GUESTINIT_CATALOG", &catalog)],
+    )?)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.code() == Some(7) && stdout.contains("from-the-app"),
+        "{:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let versions: serde_json::Value =
+        serde_json::from_str(&ok(host_sysmgr(&data, &["versions", "--json"], &[])?)?)?;
+    ensure!(versions["defaults"]["kernel"] == "test-1", "{versions}");
+    // The boot was counted for the versions it used.
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("system/state.json"))?)?;
+    let key = format!("kernel/{}/test-1", std::env::consts::ARCH);
+    ensure!(state["outcomes"][&key]["ok"] == 1, "{state}");
+    Ok(())
+}
