@@ -140,3 +140,59 @@ fn check_header_path(rel: &str) {
         "{rel:?}"
     );
 }
+
+/// Kernel catalog files: never panic; every accepted entry has a version and
+/// arch usable as one path component, http(s) URLs and well-formed digests.
+pub fn check_catalog(data: &[u8]) {
+    use host_sysmgr::system::catalog::{is_sha256, parse};
+    use host_sysmgr::system::layout::check_component;
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(entries) = parse(text, "fuzz") else {
+        return;
+    };
+    for (k, _) in entries {
+        assert!(check_component("v", &k.version).is_ok(), "{k:?}");
+        assert!(check_component("a", &k.arch).is_ok(), "{k:?}");
+        for u in std::iter::once(&k.url).chain(&k.headers_url) {
+            assert!(u.starts_with("http://") || u.starts_with("https://"), "{k:?}");
+        }
+        assert!(k.sha256.iter().chain(&k.headers_sha256).all(|d| is_sha256(d)));
+    }
+}
+
+/// Tar bundles: never panic, and whatever an accepted bundle left on disk
+/// stays inside its folder: no device, FIFO or setuid file, and every
+/// symlink resolves (as far as it exists) under the folder.
+pub fn check_bundle(data: &[u8]) {
+    use host_sysmgr::system::bundle::{extract_from, Limits};
+    let Ok(dir) = tempfile::tempdir() else {
+        return;
+    };
+    let limits = Limits {
+        bytes: 1 << 20,
+        entries: 256,
+    };
+    if extract_from(data, "fuzz", dir.path(), limits).is_ok() {
+        let root = dir.path().canonicalize().expect("root");
+        walk_inside(&root, &root);
+    }
+}
+
+fn walk_inside(root: &std::path::Path, dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for e in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        let m = std::fs::symlink_metadata(e.path()).expect("stat");
+        let t = m.file_type();
+        assert!(t.is_dir() || t.is_file() || t.is_symlink(), "{:?}", e.path());
+        assert_eq!(m.permissions().mode() & 0o6000, 0, "{:?}", e.path());
+        if t.is_symlink() {
+            if let Ok(real) = e.path().canonicalize() {
+                assert!(real.starts_with(root), "{:?} -> {real:?}", e.path());
+            }
+        } else if t.is_dir() {
+            walk_inside(root, &e.path());
+        }
+    }
+}

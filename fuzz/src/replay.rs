@@ -30,6 +30,8 @@ pub const TARGETS: &[(&str, &str)] = &[
     ("initrd", "spec"),
     ("initrd", "manifest"),
     ("host", "qmp"),
+    ("host", "catalog"),
+    ("host", "bundle"),
     ("host", "vsock_handshake"),
     ("host", "agent_messages"),
     ("agent", "network_request"),

@@ -15,6 +15,8 @@ fn host_corpus() {
             ("qmp", checks::check_qmp),
             ("vsock_handshake", checks::check_vsock_handshake),
             ("agent_messages", checks::check_agent_messages),
+            ("catalog", checks::check_catalog),
+            ("bundle", checks::check_bundle),
         ],
     );
 }
