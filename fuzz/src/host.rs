@@ -156,9 +156,16 @@ pub fn check_catalog(data: &[u8]) {
         assert!(check_component("v", &k.version).is_ok(), "{k:?}");
         assert!(check_component("a", &k.arch).is_ok(), "{k:?}");
         for u in std::iter::once(&k.url).chain(&k.headers_url) {
-            assert!(u.starts_with("http://") || u.starts_with("https://"), "{k:?}");
+            assert!(
+                u.starts_with("http://") || u.starts_with("https://"),
+                "{k:?}"
+            );
         }
-        assert!(k.sha256.iter().chain(&k.headers_sha256).all(|d| is_sha256(d)));
+        assert!(k
+            .sha256
+            .iter()
+            .chain(&k.headers_sha256)
+            .all(|d| is_sha256(d)));
     }
 }
 
@@ -185,7 +192,11 @@ fn walk_inside(root: &std::path::Path, dir: &std::path::Path) {
     for e in std::fs::read_dir(dir).expect("read_dir").flatten() {
         let m = std::fs::symlink_metadata(e.path()).expect("stat");
         let t = m.file_type();
-        assert!(t.is_dir() || t.is_file() || t.is_symlink(), "{:?}", e.path());
+        assert!(
+            t.is_dir() || t.is_file() || t.is_symlink(),
+            "{:?}",
+            e.path()
+        );
         assert_eq!(m.permissions().mode() & 0o6000, 0, "{:?}", e.path());
         if t.is_symlink() {
             if let Ok(real) = e.path().canonicalize() {

@@ -167,6 +167,39 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Push an installed kernel or initrd to an OCI registry (its files as
+    /// layers, its record as the config; content-addressed).
+    ///
+    /// Plain HTTP only for a loopback registry or with --insecure-registry;
+    /// credentials from $GUESTINIT_REGISTRY_USER and $GUESTINIT_REGISTRY_PASSWORD.
+    ///
+    /// Example: host-sysmgr publish kernel 6.1.192-e9122fdc registry.example.org/guestinit/kernel:6.1.192
+    Publish {
+        #[command(flatten)]
+        store: cli::system::StoreArgs,
+        /// kernel or initrd.
+        #[arg(value_enum)]
+        kind: cli::system::KindArg,
+        /// The kernel version or initrd build.
+        id: String,
+        /// The reference to push to (HOST[:PORT]/REPO:TAG).
+        reference: String,
+        /// Allow plain HTTP to a registry that is not on loopback.
+        #[arg(long)]
+        insecure_registry: bool,
+    },
+    /// Install a kernel or initrd published with `publish` (every blob's
+    /// digest checked; an initrd must be signed by a trusted key: see
+    /// `initrd trust`).
+    Pull {
+        #[command(flatten)]
+        store: cli::system::StoreArgs,
+        /// The reference (HOST[:PORT]/REPO:TAG or @sha256:…).
+        reference: String,
+        /// Allow plain HTTP to a registry that is not on loopback.
+        #[arg(long)]
+        insecure_registry: bool,
+    },
     /// Supported kernel versions, guest-init protocol versions and the
     /// current defaults (for a control plane: use --json).
     Versions {
@@ -242,6 +275,18 @@ fn main() -> ExitCode {
         } => cli::system::ensure(&store, &inputs, json),
         Command::Gc { store, keep, json } => cli::system::gc(&store, keep, json),
         Command::Versions { store, json } => cli::system::versions(&store, json),
+        Command::Publish {
+            store,
+            kind,
+            id,
+            reference,
+            insecure_registry,
+        } => cli::system::publish(&store, kind, &id, &reference, insecure_registry),
+        Command::Pull {
+            store,
+            reference,
+            insecure_registry,
+        } => cli::system::pull(&store, &reference, insecure_registry),
     };
     match result {
         Ok(code) => ExitCode::from(code),

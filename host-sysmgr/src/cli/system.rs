@@ -112,6 +112,30 @@ pub enum InitrdCmd {
     },
     /// Return to the previous default build.
     Rollback,
+    /// Accept initrds signed with this public key (another host's
+    /// `keys/initrd.pub`): copied into {data}/system/keys/trusted/.
+    Trust {
+        /// The public key file.
+        key: PathBuf,
+    },
+}
+
+/// `publish`'s artifact kinds.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum KindArg {
+    /// A kernel version.
+    Kernel,
+    /// An initrd build.
+    Initrd,
+}
+
+impl From<KindArg> for Kind {
+    fn from(k: KindArg) -> Kind {
+        match k {
+            KindArg::Kernel => Kind::Kernel,
+            KindArg::Initrd => Kind::Initrd,
+        }
+    }
 }
 
 /// Opens the store of `data` (resolved as `--data-dir` documents).
@@ -290,7 +314,34 @@ pub fn initrd(cmd: &InitrdCmd, s: &StoreArgs) -> Result<u8> {
             println!("{}", store.rollback(Kind::Initrd, "asked for")?);
             Ok(0)
         }
+        InitrdCmd::Trust { key } => {
+            println!("{}", store.trust_key(key)?.display());
+            Ok(0)
+        }
     }
+}
+
+/// `publish KIND ID REF`.
+pub fn publish(
+    s: &StoreArgs,
+    kind: KindArg,
+    id: &str,
+    reference: &str,
+    insecure: bool,
+) -> Result<u8> {
+    let store = open_store(s.data_dir.as_deref(), s.catalog.as_deref())?;
+    let access = host_sysmgr::system::registry::Access::from_env(insecure);
+    println!("{}", store.publish(kind.into(), id, reference, &access)?);
+    Ok(0)
+}
+
+/// `pull REF`.
+pub fn pull(s: &StoreArgs, reference: &str, insecure: bool) -> Result<u8> {
+    let store = open_store(s.data_dir.as_deref(), s.catalog.as_deref())?;
+    let access = host_sysmgr::system::registry::Access::from_env(insecure);
+    let (kind, id) = store.pull_artifact(reference, &access)?;
+    println!("{kind} {id}");
+    Ok(0)
 }
 
 fn initrd_list(store: &Store, json: bool) -> Result<u8> {

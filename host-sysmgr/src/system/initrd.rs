@@ -233,6 +233,11 @@ pub fn verify(layout: &Layout, arch: &str, build: &str) -> Result<(PathBuf, Mani
             "initrd {build} ({arch}) is not installed"
         )));
     }
+    verify_dir(layout, &dir)
+}
+
+/// [`verify`] of the build in `dir` (installed or staged).
+pub fn verify_dir(layout: &Layout, dir: &Path) -> Result<(PathBuf, Manifest)> {
     let bytes = verify::read_manifest_file(&dir.join(MANIFEST)).map_err(SystemError::Initrd)?;
     let sig = std::fs::read_to_string(dir.join(SIGNATURE))
         .map_err(|e| SystemError::io(dir.join(SIGNATURE), e))?;
@@ -248,7 +253,7 @@ pub fn verify(layout: &Layout, arch: &str, build: &str) -> Result<(PathBuf, Mani
         sha256: manifest.image.sha256.clone(),
         size: manifest.image.size,
     };
-    record::verify_files(&dir, &[image])?;
+    record::verify_files(dir, &[image])?;
     Ok((dir.join(IMAGE), manifest))
 }
 
@@ -288,4 +293,21 @@ pub fn installed(layout: &Layout, arch: &str) -> Vec<(String, u64)> {
         .collect();
     out.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
     out
+}
+
+impl super::store::Store {
+    /// Adds a public key to `{system}/keys/trusted/` (named by its own hash);
+    /// returns where it went.
+    pub fn trust_key(&self, key: &Path) -> Result<PathBuf> {
+        let k = sign::read_public_key(key).map_err(|e| SystemError::Initrd(e.into()))?;
+        let text = sign::encode_public_key(&k);
+        let id = hex::encode(&Sha256::digest(text.as_bytes())[..8]);
+        let dest = self
+            .layout()
+            .system()
+            .join("keys/trusted")
+            .join(format!("{id}.pub"));
+        install::write_atomic(&dest, text.as_bytes())?;
+        Ok(dest)
+    }
 }

@@ -17,6 +17,7 @@ pub mod install;
 pub mod layout;
 pub mod ops;
 pub mod record;
+pub mod registry;
 pub mod state;
 pub mod store;
 
