@@ -212,3 +212,48 @@ fn run_on_a_fresh_data_folder_downloads_builds_boots_and_returns_the_code() -> R
     ensure!(state["outcomes"][&key]["ok"] == 1, "{state}");
     Ok(())
 }
+
+#[test]
+fn a_distribution_kernel_imports_with_its_boot_modules_and_boots() -> Result<()> {
+    let debian = tests_vm::kernel::debian()?;
+    let work = tempfile::tempdir()?;
+    let data = work.path().join("data");
+    let root = debian.modules_root.display().to_string();
+    let version = ok(host_sysmgr(&data, &["kernel", "import", &root], &[])?)?;
+    ensure!(version.trim() == debian.release, "{version}");
+    let show: serde_json::Value = serde_json::from_str(&ok(host_sysmgr(
+        &data,
+        &["kernel", "show", "--json"],
+        &[],
+    )?)?)?;
+    ensure!(show["modules"]["file"] == "modules.tar", "{show}");
+    // The unpacked vmlinux is the one scripts/fetch-kernel.sh extracts with xz.
+    let path = ok(host_sysmgr(&data, &["kernel", "path"], &[])?)?;
+    ensure!(std::fs::read(path.trim())? == std::fs::read(&debian.vmlinux)?);
+    let rootfs = work.path().join("root");
+    std::fs::create_dir(&rootfs)?;
+    tests_vm::rootfs::populate(&rootfs, Flavor::Busybox)?;
+    let r = rootfs.display().to_string();
+    let args = [
+        "run",
+        "--rootfs",
+        &r,
+        "--",
+        "/bin/sh",
+        "-c",
+        "uname -r; exit 5",
+    ];
+    let out = output(host_sysmgr(&data, &args, &[])?)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.code() == Some(5) && stdout.contains(&format!("\n{}", debian.release)),
+        "{:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        stdout.contains("[hypeman-init:modules] loaded"),
+        "the initrd carried the modules"
+    );
+    Ok(())
+}

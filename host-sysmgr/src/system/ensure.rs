@@ -6,7 +6,7 @@
 //! the lock finds the work done and reuses it.
 
 use super::error::{Result, SystemError};
-use super::initrd::{self, Inputs};
+use super::initrd::{self, Inputs, KernelModules};
 use super::install::{self, Staged};
 use super::state::Kind;
 use super::store::Store;
@@ -28,51 +28,72 @@ pub struct Ensured {
 }
 
 impl Store {
-    /// Makes sure the default kernel and the initrd of `inputs` are installed
-    /// and verified, and returns their paths.
+    /// Makes sure the default kernel and the initrd of `inputs` (with the
+    /// kernel's boot modules, if it has them) are installed and verified,
+    /// and returns their paths.
     pub fn ensure(&self, inputs: &Inputs) -> Result<Ensured> {
-        let build = initrd::build_id(self.layout(), self.arch(), inputs)?;
-        if let Ok(found) = self.ensured(&build) {
+        if let Ok(found) = self.ensured(inputs) {
             return Ok(found);
         }
         let lock = self.lock()?;
-        if let Ok(found) = self.ensured(&build) {
+        if let Ok(found) = self.ensured(inputs) {
             return Ok(found);
         }
         self.kernel_locked(&lock)?;
-        self.initrd_locked(&lock, inputs, &build)?;
-        let mut out = self.ensured(&build)?;
+        let modules = self.default_modules()?;
+        let build = initrd::build_id(self.layout(), self.arch(), inputs, modules.as_ref())?;
+        self.initrd_locked(&lock, inputs, modules.as_ref(), &build)?;
+        let mut out = self.ensured(inputs)?;
         out.changed = true;
         Ok(out)
     }
 
-    /// Makes sure the initrd of `inputs` is built, verified and the default;
-    /// returns its build id.
+    /// Makes sure the initrd of `inputs` (for the default kernel, if any) is
+    /// built, verified and the default; returns its build id.
     pub fn ensure_initrd(&self, inputs: &Inputs) -> Result<String> {
-        let build = initrd::build_id(self.layout(), self.arch(), inputs)?;
         let lock = self.lock()?;
-        self.initrd_locked(&lock, inputs, &build)?;
+        let modules = self.default_modules()?;
+        let build = initrd::build_id(self.layout(), self.arch(), inputs, modules.as_ref())?;
+        self.initrd_locked(&lock, inputs, modules.as_ref(), &build)?;
         Ok(build)
     }
 
+    /// The default kernel's boot modules, when it has any.
+    pub fn default_modules(&self) -> Result<Option<KernelModules>> {
+        let Some(version) = self.state()?.track(Kind::Kernel, self.arch()).default else {
+            return Ok(None);
+        };
+        let rec = self.kernel_record(&version)?;
+        Ok(rec.modules.map(|m| KernelModules {
+            release: rec.release.clone().unwrap_or_else(|| version.clone()),
+            tar: self
+                .layout()
+                .kernel_dir(&version, self.arch())
+                .join(&m.file),
+            sha256: m.sha256,
+        }))
+    }
+
     /// The warm path: everything already in place and verifying.
-    fn ensured(&self, build: &str) -> Result<Ensured> {
+    fn ensured(&self, inputs: &Inputs) -> Result<Ensured> {
         let state = self.state()?;
         let version = state
             .track(Kind::Kernel, self.arch())
             .default
             .ok_or_else(|| SystemError::NotFound("no default kernel".into()))?;
         let kernel = self.verify_kernel(&version)?;
-        if state.track(Kind::Initrd, self.arch()).default.as_deref() != Some(build) {
+        let modules = self.default_modules()?;
+        let build = initrd::build_id(self.layout(), self.arch(), inputs, modules.as_ref())?;
+        if state.track(Kind::Initrd, self.arch()).default.as_deref() != Some(build.as_str()) {
             return Err(SystemError::NotFound(format!(
                 "initrd {build} is not the default"
             )));
         }
-        let (initrd, _) = initrd::verify(self.layout(), self.arch(), build)?;
+        let (initrd, _) = initrd::verify(self.layout(), self.arch(), &build)?;
         Ok(Ensured {
             kernel_version: version,
             kernel,
-            initrd_build: build.to_string(),
+            initrd_build: build,
             initrd,
             changed: false,
         })
@@ -119,7 +140,13 @@ impl Store {
     }
 
     /// The initrd of `build` installed, verifying and the default.
-    fn initrd_locked(&self, lock: &super::state::Lock, inputs: &Inputs, build: &str) -> Result<()> {
+    fn initrd_locked(
+        &self,
+        lock: &super::state::Lock,
+        inputs: &Inputs,
+        modules: Option<&KernelModules>,
+        build: &str,
+    ) -> Result<()> {
         let arch = self.arch().to_string();
         if let Err(e) = initrd::verify(self.layout(), &arch, build) {
             let dest = self.layout().initrd_dir(&arch, build);
@@ -128,7 +155,7 @@ impl Store {
                 install::remove_tree(&dest, &self.layout().staging())?;
             }
             let stage = Staged::new(&self.layout().staging())?;
-            initrd::build(self.layout(), &arch, inputs, &stage)?;
+            initrd::build(self.layout(), &arch, inputs, modules, &stage)?;
             stage.commit(&dest)?;
             initrd::verify(self.layout(), &arch, build)?;
         }

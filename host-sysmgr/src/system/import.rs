@@ -1,8 +1,16 @@
-//! `kernel import DIR`: install a kernel built on this host by `kernel/build.sh`
-//! (a folder with `vmlinux`, `kernel-headers.tar.gz` and the `manifest.json`
-//! naming their sha256 and size). Each file is copied into a staging folder
-//! while it is hashed, checked against the folder's manifest, and the whole
-//! kernel moved into place at once.
+//! `kernel import DIR`: install a kernel from this host's files.
+//! - A `kernel/build.sh` output folder (`vmlinux`, `kernel-headers.tar.gz`
+//!   and the `manifest.json` naming their sha256 and size): each file is
+//!   copied into a staging folder while it is hashed and checked against the
+//!   manifest.
+//! - A distribution's layout (`boot/vmlinuz-<release>` and
+//!   `lib/modules/<release>/`, e.g. an unpacked `linux-image` package): the
+//!   bzImage is unpacked to its PVH vmlinux, and the modules init loads at
+//!   boot (virtio, ext4, overlay, erofs, vsock, the power button — with their
+//!   dependencies) are packed with the index files into `modules.tar`, which
+//!   the initrd built for this kernel carries.
+//!
+//! Either way the kernel is moved into place at once.
 
 use super::error::{Result, SystemError};
 use super::install::Staged;
@@ -35,6 +43,9 @@ impl Store {
     /// Imports a `kernel/` build folder as `version` (default
     /// `<release>-<first 8 of its config key>`).
     pub fn import_kernel(&self, dir: &Path, version: Option<&str>) -> Result<KernelRecord> {
+        if !dir.join("manifest.json").exists() && dir.join("boot").is_dir() {
+            return self.import_distro(dir, version);
+        }
         let m: BuildManifest =
             record::read_json(&dir.join("manifest.json")).map_err(|e| SystemError::Kernel {
                 path: dir.to_path_buf(),
@@ -77,6 +88,7 @@ impl Store {
             release: Some(m.release.clone()),
             vmlinux,
             headers,
+            modules: None,
             installed_at: record::now(),
         };
         let dest = self.layout().kernel_dir(&version, self.arch());
@@ -89,6 +101,127 @@ impl Store {
         self.default_if_none(&lock, &version)?;
         Ok(rec)
     }
+}
+
+impl Store {
+    /// Imports `boot/vmlinuz-<release>` + `lib/modules/<release>/` under
+    /// `dir`; `version` picks the release when there are several, and names
+    /// the install (default: the release).
+    fn import_distro(&self, dir: &Path, version: Option<&str>) -> Result<KernelRecord> {
+        let release = pick_release(dir, version)?;
+        let vmlinuz = dir.join("boot").join(format!("vmlinuz-{release}"));
+        let mods = dir.join("lib/modules").join(&release);
+        if !mods.join("modules.dep").is_file() {
+            return Err(SystemError::Kernel {
+                path: mods,
+                message: "no modules.dep: the modules of this kernel are missing".into(),
+            });
+        }
+        let version = version.unwrap_or(&release).to_string();
+        check_component("kernel version", &version)?;
+        let vmlinux = super::bzimage::unpack(&vmlinuz)?;
+        let lock = self.lock()?;
+        let stage = Staged::new(&self.layout().staging())?;
+        let path = stage.path().join("vmlinux");
+        std::fs::write(&path, &vmlinux).map_err(|e| SystemError::io(&path, e))?;
+        modules_tar(&mods, &release, &stage.path().join(MODULES_TAR))?;
+        let rec = KernelRecord {
+            name: "distro".into(),
+            version: version.clone(),
+            arch: self.arch().to_string(),
+            source: format!("import {}", vmlinuz.display()),
+            trust: Trust::Local,
+            release: Some(release),
+            vmlinux: FileRecord::of(stage.path(), "vmlinux")?,
+            headers: None,
+            modules: Some(FileRecord::of(stage.path(), MODULES_TAR)?),
+            installed_at: record::now(),
+        };
+        if self.verify_kernel(&version).is_ok() {
+            return Err(SystemError::Refused(format!(
+                "kernel {version} is already installed (import under another --version)"
+            )));
+        }
+        let dest = self.layout().kernel_dir(&version, self.arch());
+        self.commit_kernel(stage, &rec, &dest)?;
+        self.default_if_none(&lock, &version)?;
+        Ok(rec)
+    }
+}
+
+/// Name of the boot-modules tarball in a kernel's folder.
+pub const MODULES_TAR: &str = "modules.tar";
+
+fn pick_release(dir: &Path, version: Option<&str>) -> Result<String> {
+    let boot = dir.join("boot");
+    let mut releases: Vec<String> = std::fs::read_dir(&boot)
+        .map_err(|e| SystemError::io(&boot, e))?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("vmlinuz-").map(str::to_string)
+        })
+        .collect();
+    releases.sort();
+    match (version, releases.as_slice()) {
+        (Some(v), all) if all.iter().any(|r| r == v) => Ok(v.to_string()),
+        (_, [one]) => Ok(one.clone()),
+        (_, []) => Err(SystemError::Kernel {
+            path: boot,
+            message: "holds no vmlinuz-<release>".into(),
+        }),
+        (_, all) => Err(SystemError::Kernel {
+            path: boot,
+            message: format!(
+                "holds several kernels ({}): pick one with --version",
+                all.join(", ")
+            ),
+        }),
+    }
+}
+
+/// Packs the boot modules of `mods` (`lib/modules/<release>`) and its index
+/// files into the tarball `out`.
+fn modules_tar(mods: &Path, release: &str, out: &Path) -> Result<()> {
+    use initrd_builder::modules::ModuleIndex;
+    let bad = |e: initrd_builder::modules::ModuleError| SystemError::Initrd(e.into());
+    let idx = ModuleIndex::load(mods).map_err(bad)?;
+    let wanted: Vec<String> = super::initrd::BOOT_MODULES
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    let exclude: Vec<String> = super::initrd::BOOT_EXCLUDE
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    let res = idx.resolve(&wanted, &exclude).map_err(bad)?;
+    let file = std::fs::File::create(out).map_err(|e| SystemError::io(out, e))?;
+    let mut tar = tar::Builder::new(file);
+    tar.follow_symlinks(true);
+    let base = Path::new("lib/modules").join(release);
+    let index = [
+        "modules.dep",
+        "modules.softdep",
+        "modules.alias",
+        "modules.builtin",
+    ];
+    let files = index
+        .iter()
+        .map(|f| f.to_string())
+        .filter(|f| mods.join(f).is_file())
+        .chain(
+            res.modules
+                .iter()
+                .filter_map(|m| idx.module(m).map(|i| i.path.clone())),
+        );
+    for rel in files {
+        let src = mods.join(&rel);
+        tar.append_path_with_name(&src, base.join(&rel))
+            .map_err(|e| SystemError::io(&src, e))?;
+    }
+    tar.into_inner()
+        .and_then(|f| f.sync_all())
+        .map_err(|e| SystemError::io(out, e))
 }
 
 fn default_version(m: &BuildManifest) -> String {

@@ -23,6 +23,37 @@ pub const SIGNATURE: &str = "initrd.sig";
 /// Changes whenever what this module puts into an initrd changes.
 const RECIPE: &str = "guestinit-initrd/1";
 
+/// Modules init loads at boot from an initrd, for a kernel whose drivers are
+/// modules (the same list as `initrd-builder/specs/guestinit.toml`).
+pub const BOOT_MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_mmio",
+    "virtio_blk",
+    "virtio_net",
+    "virtio_console",
+    "ext4",
+    "crc32c_generic",
+    "overlay",
+    "erofs",
+    "vsock",
+    "vmw_vsock_virtio_transport",
+    "button",
+    "evdev",
+];
+/// Modules never pulled in for an alias (crc32c_intel fails on TCG's CPU).
+pub const BOOT_EXCLUDE: &[&str] = &["crc32c_intel"];
+
+/// The kernel modules an initrd carries: the default kernel's `modules.tar`.
+#[derive(Debug, Clone)]
+pub struct KernelModules {
+    /// `uname -r` of the kernel.
+    pub release: String,
+    /// The tarball (`lib/modules/<release>/…`).
+    pub tar: PathBuf,
+    /// Its sha256 (part of the build id).
+    pub sha256: String,
+}
+
 /// Environment variables naming the init and agent binaries.
 pub const INIT_ENV: &str = "GUESTINIT_INIT";
 /// See [`INIT_ENV`].
@@ -131,8 +162,23 @@ const CACHE: &str = "inputs.json";
 /// The build id of `inputs`: the first 16 hex digits of a sha256 over the
 /// recipe, the builder's version and both binaries. Taken from the stat
 /// cache when the binaries have not changed since it was computed.
-pub fn build_id(layout: &Layout, arch: &str, inputs: &Inputs) -> Result<String> {
-    let stamps = vec![stamp(&inputs.init)?, stamp(&inputs.agent)?];
+pub fn build_id(
+    layout: &Layout,
+    arch: &str,
+    inputs: &Inputs,
+    modules: Option<&KernelModules>,
+) -> Result<String> {
+    let mut stamps = vec![stamp(&inputs.init)?, stamp(&inputs.agent)?];
+    let extra = modules.map_or(String::new(), |m| {
+        format!("modules {} {}", m.release, m.sha256)
+    });
+    stamps.push(InputStamp {
+        path: PathBuf::from(&extra),
+        ino: 0,
+        size: 0,
+        mtime_ns: 0,
+        ctime_ns: 0,
+    });
     let cache_path = layout.initrds(arch).join(CACHE);
     let mut cache: BuildCache = record::read_json(&cache_path).unwrap_or_default();
     if let Some((_, id)) = cache.known.iter().find(|(s, _)| *s == stamps) {
@@ -141,6 +187,7 @@ pub fn build_id(layout: &Layout, arch: &str, inputs: &Inputs) -> Result<String> 
     let mut h = Sha256::new();
     h.update(RECIPE);
     h.update(initrd_builder::VERSION);
+    h.update(&extra);
     for p in [&inputs.init, &inputs.agent] {
         h.update(install::sha256_file(p)?.0);
     }
@@ -153,8 +200,15 @@ pub fn build_id(layout: &Layout, arch: &str, inputs: &Inputs) -> Result<String> 
     Ok(id)
 }
 
-fn spec(arch: &str) -> Result<Spec> {
+fn spec(arch: &str, modules: Option<(&str, &Path)>) -> Result<Spec> {
     let v = env!("CARGO_PKG_VERSION");
+    let kernel = match modules {
+        Some((release, root)) => format!(
+            "[kernel]\nrelease = {release:?}\nmodules_root = {:?}\nmodules = {BOOT_MODULES:?}\nexclude = {BOOT_EXCLUDE:?}\n",
+            root.display().to_string()
+        ),
+        None => String::new(),
+    };
     let text = format!(
         r#"
 [image]
@@ -181,7 +235,7 @@ path = "/tmp"
 mode = 0o1777
 [[dir]]
 path = "/mnt"
-"#
+{kernel}"#
     );
     Spec::parse(&text, Path::new("/")).map_err(SystemError::Initrd)
 }
@@ -199,14 +253,38 @@ pub fn signing_key(layout: &Layout) -> Result<sign::SigningKey> {
 }
 
 /// Builds the initrd of `inputs` into `stage` (initrd, manifest, signature).
-pub fn build(layout: &Layout, arch: &str, inputs: &Inputs, stage: &Staged) -> Result<Manifest> {
+pub fn build(
+    layout: &Layout,
+    arch: &str,
+    inputs: &Inputs,
+    modules: Option<&KernelModules>,
+    stage: &Staged,
+) -> Result<Manifest> {
+    // The modules are unpacked (safely) next to the build, read, and dropped.
+    let unpacked = match modules {
+        Some(m) => {
+            let dir = tempfile::Builder::new()
+                .prefix("modules-")
+                .tempdir_in(stage.path().parent().unwrap_or(Path::new("/tmp")))
+                .map_err(|e| SystemError::io(stage.path(), e))?;
+            super::bundle::extract(
+                &m.tar,
+                super::bundle::Packing::Tar,
+                dir.path(),
+                super::bundle::Limits::default(),
+            )?;
+            Some((m.release.clone(), dir))
+        }
+        None => None,
+    };
+    let spec = spec(arch, unpacked.as_ref().map(|(r, d)| (r.as_str(), d.path())))?;
     let mut opts = BuildOptions::default();
     opts.vars
         .insert("init".into(), inputs.init.display().to_string());
     opts.vars
         .insert("agent".into(), inputs.agent.display().to_string());
     opts.signing_key = Some(signing_key(layout)?);
-    let out = initrd_builder::build(&spec(arch)?, &opts).map_err(SystemError::Initrd)?;
+    let out = initrd_builder::build(&spec, &opts).map_err(SystemError::Initrd)?;
     let dir = stage.path();
     let sig = out
         .signature

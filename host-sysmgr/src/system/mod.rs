@@ -7,6 +7,7 @@
 //! See `host-sysmgr/README.md` for the layout and the commands on top.
 
 pub mod bundle;
+pub mod bzimage;
 pub mod catalog;
 pub mod download;
 pub mod ensure;

@@ -72,6 +72,11 @@ pub struct KernelRecord {
     /// The headers tarball, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<FileRecord>,
+    /// `modules.tar`: the boot modules of a kernel whose drivers are not
+    /// built in (`lib/modules/<release>/…`, index files included), carried
+    /// into the initrd built for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modules: Option<FileRecord>,
     /// When it was installed (seconds since the epoch).
     pub installed_at: u64,
 }
@@ -81,6 +86,7 @@ impl KernelRecord {
     pub fn files(&self) -> Vec<FileRecord> {
         std::iter::once(self.vmlinux.clone())
             .chain(self.headers.clone())
+            .chain(self.modules.clone())
             .collect()
     }
 }

@@ -220,6 +220,7 @@ impl Store {
             release: None,
             vmlinux,
             headers,
+            modules: None,
             installed_at: record::now(),
         };
         self.commit_kernel(stage, &rec, &dest)?;
