@@ -257,3 +257,51 @@ fn a_distribution_kernel_imports_with_its_boot_modules_and_boots() -> Result<()>
     );
     Ok(())
 }
+
+#[test]
+fn a_detached_instance_pins_its_versions_until_it_is_removed() -> Result<()> {
+    let work = tempfile::tempdir()?;
+    let data = work.path().join("data");
+    let states = work.path().join("instances");
+    let kdir = kernel_build()?.display().to_string();
+    let version = ok(host_sysmgr(&data, &["kernel", "import", &kdir], &[])?)?;
+    let rootfs = work.path().join("root");
+    std::fs::create_dir(&rootfs)?;
+    tests_vm::rootfs::populate(&rootfs, Flavor::Busybox)?;
+    let r = rootfs.display().to_string();
+    let env = [("HOST_SYSMGR_STATE_DIR", states.as_path())];
+    let run = [
+        "run",
+        "-d",
+        "--name",
+        "pinned",
+        "--rootfs",
+        &r,
+        "--",
+        "/bin/sh",
+        "-c",
+        "sleep 600",
+    ];
+    ok(host_sysmgr(&data, &run, &env)?)?;
+    let pins = || -> Result<serde_json::Value> {
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(data.join("system/state.json"))?)?;
+        Ok(state["pins"].clone())
+    };
+    let stop = host_sysmgr(&data, &["stop", "--timeout", "1", "pinned"], &env);
+    let pinned = pins()?;
+    let vmm = pinned["pinned"]["vmm"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    ok(stop?)?;
+    ensure!(pinned["pinned"]["kernel"] == version.trim(), "{pinned}");
+    ensure!(vmm.contains("QEMU"), "{pinned}");
+    ok(host_sysmgr(&data, &["rm", "pinned"], &env)?)?;
+    ensure!(
+        pins()?.as_object().is_some_and(|m| m.is_empty()),
+        "{}",
+        pins()?
+    );
+    Ok(())
+}

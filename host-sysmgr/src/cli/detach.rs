@@ -62,7 +62,7 @@ fn start_monitor(args: &RunArgs, store: &Store, name: &str, dir: &Path) -> Resul
                 .read_to_string(&mut word)
                 .context("read the monitor's report")?;
             match word.strip_prefix("ok") {
-                Some(_) => Ok(()),
+                Some(_) => pin(&files, name, dir),
                 None if word.is_empty() => bail!("the monitor died before the VM started"),
                 None => bail!("{}", word.trim_end()),
             }
@@ -104,6 +104,38 @@ fn monitor(
     }
     record_exit(&dir, &cfg.serial_log);
     0
+}
+
+/// An instance booted from the data folder's defaults pins them: `gc`
+/// keeps them, and a restore must use the same kernel, initrd and VMM.
+/// `pin.json` in the instance folder says which data folder to unpin from.
+fn pin(files: &super::run::BootFiles, name: &str, dir: &Path) -> Result<()> {
+    let (Some(store), Some((kernel, initrd))) = (&files.store, &files.versions) else {
+        return Ok(());
+    };
+    let pin = host_sysmgr::system::state::Pin {
+        kernel: kernel.clone(),
+        initrd: initrd.clone(),
+        vmm: vmm_version(),
+    };
+    store.pin(name, pin)?;
+    let data = store.layout().data().to_path_buf();
+    instance::write_json(&dir.join(PIN_FILE), &data)?;
+    Ok(())
+}
+
+/// Where an instance records the data folder its pin lives in.
+pub const PIN_FILE: &str = "pin.json";
+
+/// `qemu-system-x86_64 --version`'s first line (the VMM a pin names).
+fn vmm_version() -> String {
+    std::process::Command::new(Qemu::detect().program)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|t| t.lines().next().map(str::to_string))
+        .unwrap_or_else(|| "qemu (unknown version)".into())
 }
 
 /// A new session, stdio on /dev/null and `monitor.log`.

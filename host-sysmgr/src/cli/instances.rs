@@ -333,8 +333,25 @@ pub fn rm(name: &str) -> Result<u8> {
     }
     // A monitor still finishing would write into the removed folder.
     inst.wait_recorded(Duration::from_secs(5));
+    unpin(name, &store().dir(name));
     inst.remove()?;
     Ok(0)
+}
+
+/// Releases the versions an instance pinned (see `detach::pin`).
+fn unpin(name: &str, dir: &Path) {
+    let Ok(data) =
+        host_sysmgr::system::record::read_json::<PathBuf>(&dir.join(super::detach::PIN_FILE))
+    else {
+        return;
+    };
+    let res = host_sysmgr::system::Store::open(&data, None).and_then(|s| s.unpin(name));
+    if let Err(e) = res {
+        eprintln!(
+            "host-sysmgr: could not unpin {name}: {}",
+            host_sysmgr::chain(&e)
+        );
+    }
 }
 
 /// `logs NAME [-f]`: the serial console; with -f, follow until the VM ends.
