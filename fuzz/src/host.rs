@@ -207,3 +207,17 @@ fn walk_inside(root: &std::path::Path, dir: &std::path::Path) {
         }
     }
 }
+
+/// bzImage unpacking: never panics; a payload lies inside the image; an
+/// accepted vmlinux is an ELF with the PVH note.
+pub fn check_bzimage(data: &[u8]) {
+    use host_sysmgr::system::bzimage::{has_pvh_note, payload, unpack_bytes};
+    let p = std::path::Path::new("fuzz");
+    if let Ok(pl) = payload(data, p) {
+        let start = pl.as_ptr() as usize - data.as_ptr() as usize;
+        assert!(start + pl.len() <= data.len());
+    }
+    if let Ok(v) = unpack_bytes(data, p) {
+        assert!(v.starts_with(b"\x7fELF") && has_pvh_note(&v));
+    }
+}

@@ -32,6 +32,7 @@ pub const TARGETS: &[(&str, &str)] = &[
     ("host", "qmp"),
     ("host", "catalog"),
     ("host", "bundle"),
+    ("host", "bzimage"),
     ("host", "vsock_handshake"),
     ("host", "agent_messages"),
     ("agent", "network_request"),

@@ -17,6 +17,7 @@ fn host_corpus() {
             ("agent_messages", checks::check_agent_messages),
             ("catalog", checks::check_catalog),
             ("bundle", checks::check_bundle),
+            ("bzimage", checks::check_bzimage),
         ],
     );
 }

@@ -129,7 +129,12 @@ pub fn has_pvh_note(elf: &[u8]) -> bool {
 /// The PVH-bootable vmlinux inside the bzImage at `path`.
 pub fn unpack(path: &Path) -> Result<Vec<u8>> {
     let image = std::fs::read(path).map_err(|e| SystemError::io(path, e))?;
-    let vmlinux = decompress(payload(&image, path)?, path)?;
+    unpack_bytes(&image, path)
+}
+
+/// [`unpack`] of a bzImage in memory (`path` names it in errors).
+pub fn unpack_bytes(image: &[u8], path: &Path) -> Result<Vec<u8>> {
+    let vmlinux = decompress(payload(image, path)?, path)?;
     if !vmlinux.starts_with(b"\x7fELF") {
         return Err(bad(path, "the payload is not an ELF vmlinux"));
     }
