@@ -5,7 +5,7 @@
 set -euo pipefail
 
 PACKAGES=(qemu-system-x86 qemu-utils busybox-static e2fsprogs erofs-utils cpio lz4 zstd
-  gzip xz-utils util-linux kmod dpkg apt gcc libc6-dev docker-registry python3)
+  gzip xz-utils util-linux kmod dpkg apt gcc libc6-dev docker-registry python3 skopeo)
 VHOST_VSOCK_VERSION=0.3.0
 
 missing=()

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod deadline;
 pub mod disks;
+pub mod image;
 pub mod instance;
 pub mod stop;
 pub mod system;

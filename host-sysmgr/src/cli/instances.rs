@@ -108,11 +108,15 @@ pub fn exec(
     }
     let _raw = if tty { RawMode::enter() } else { None };
     runtime()?.block_on(async move {
+        // Registered before the remote command starts: a Ctrl-C that comes
+        // early must not kill host-sysmgr by the default action.
+        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .context("install the SIGINT handler")?;
         let client = client(&inst).await?;
         let session = client.exec_session(start).await?;
         tokio::select! {
             code = pump_session(session) => code,
-            _ = tokio::signal::ctrl_c() => {
+            _ = sigint.recv() => {
                 eprintln!("host-sysmgr: interrupted; the remote command is killed");
                 Ok(130)
             }

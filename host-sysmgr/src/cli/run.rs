@@ -8,6 +8,7 @@ use clap::ValueEnum;
 use guest_contract::config::{Config, VolumeMount};
 use guest_contract::sentinel::scan_tail;
 use host_sysmgr::disks::{self, RootFs};
+use host_sysmgr::image::config::{derive, Derived, Overrides, RunConfig};
 use host_sysmgr::vmm::qemu::Qemu;
 use host_sysmgr::vmm::vhost_vsock::VhostVsock;
 use host_sysmgr::vmm::{Disk, Machine, Nic, Vm, VmConfig, Vsock};
@@ -45,18 +46,36 @@ pub struct RunArgs {
     /// $XDG_DATA_HOME/guestinit, else ~/.local/share/guestinit).
     #[arg(long, value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,
+    /// What to boot: an OCI image reference (HOST[:PORT]/REPO[:TAG|@sha256:…],
+    /// pulled into the data folder's cache; its root image is built once
+    /// per manifest), or a folder or root image file as --rootfs/--image.
+    #[arg(value_name = "IMAGE", conflicts_with_all = ["rootfs", "image"],
+          required_unless_present_any = ["rootfs", "image"])]
+    pub(crate) source: Option<String>,
     /// Folder to turn into the read-only root image (ext4).
-    #[arg(long, conflicts_with = "image", required_unless_present = "image")]
+    #[arg(long, conflicts_with = "image")]
     pub(crate) rootfs: Option<PathBuf>,
     /// Existing root image (ext4, erofs or squashfs).
     #[arg(long)]
     pub(crate) image: Option<PathBuf>,
-    /// Environment of the app, KEY=VALUE (repeatable).
+    /// Root image format built from an OCI image.
+    #[arg(long, value_enum, default_value = "erofs")]
+    pub(crate) root_format: RootFormat,
+    /// Plain HTTP to a registry that is not on loopback.
+    #[arg(long)]
+    pub(crate) insecure_registry: bool,
+    /// Environment of the app, KEY=VALUE (repeatable; over the image's).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub(crate) env: Vec<String>,
-    /// Working directory of the app.
-    #[arg(long, default_value = "/")]
-    pub(crate) workdir: String,
+    /// Working directory of the app (default: the image's, else /).
+    #[arg(long)]
+    pub(crate) workdir: Option<String>,
+    /// Entrypoint, replacing the image's (and its cmd); "" clears it.
+    #[arg(long)]
+    pub(crate) entrypoint: Option<String>,
+    /// User of the app: name, uid or uid:gid (default: the image's, else root).
+    #[arg(long)]
+    pub(crate) user: Option<String>,
     /// Memory in MiB (64 to 1048576).
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(64..=MAX_MEMORY_MIB))]
     pub(crate) memory: u32,
@@ -97,9 +116,85 @@ pub struct RunArgs {
     /// the first is /dev/vdd. ext4, xfs, erofs, squashfs or btrfs.
     #[arg(long = "volume", short = 'v', value_name = "IMG:/PATH[:ro|rw|overlay]")]
     pub(crate) volume: Vec<String>,
-    /// The command (argv) to run in the guest.
-    #[arg(last = true, required = true)]
+    /// The command (argv) to run in the guest (with an OCI image: replaces
+    /// its cmd; optional then).
+    #[arg(last = true)]
     pub(crate) command: Vec<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum RootFormat {
+    /// EROFS: smallest and fastest to mount.
+    Erofs,
+    /// ext4 without a journal.
+    Ext4,
+}
+
+/// The root disk and the app's command.
+pub struct Root {
+    /// The root image (vda).
+    pub path: PathBuf,
+    /// The guest's command, environment, folder and user.
+    pub derived: Derived,
+}
+
+fn overrides(args: &RunArgs) -> Result<Overrides> {
+    Ok(Overrides {
+        entrypoint: args.entrypoint.clone(),
+        cmd: args.command.clone(),
+        env: parse_env(&args.env)?,
+        workdir: args.workdir.clone(),
+        user: args.user.clone(),
+    })
+}
+
+/// The root image and command of `args`: an OCI image pulled and built (or
+/// reused), a root image file, or a folder made into an ext4 image in `work`.
+pub fn root(args: &RunArgs, work: &Path) -> Result<Root> {
+    let plain = |path: PathBuf| -> Result<Root> {
+        let derived = derive(&RunConfig::default(), &overrides(args)?);
+        if derived.cmd.is_empty() && derived.entrypoint.is_empty() {
+            bail!("give the command to run after --");
+        }
+        Ok(Root { path, derived })
+    };
+    let folder = |dir: &Path| -> Result<PathBuf> {
+        let img = work.join("root.img");
+        disks::rootfs_image(dir, &img, RootFs::Ext4).context("build the root image")?;
+        Ok(img)
+    };
+    match (&args.source, &args.image, &args.rootfs) {
+        (_, Some(img), _) => plain(img.clone()),
+        (_, None, Some(dir)) => plain(folder(dir)?),
+        (Some(s), None, None) if Path::new(s).is_dir() => plain(folder(Path::new(s))?),
+        (Some(s), None, None) if Path::new(s).is_file() => plain(PathBuf::from(s)),
+        (Some(reference), None, None) => oci_root(args, reference),
+        (None, None, None) => bail!("give an IMAGE, --rootfs DIR or --image IMG"),
+    }
+}
+
+fn oci_root(args: &RunArgs, reference: &str) -> Result<Root> {
+    let layout = host_sysmgr::system::Layout::new(host_sysmgr::system::layout::data_dir(
+        args.data_dir.as_deref(),
+    )?);
+    let access = host_sysmgr::system::registry::Access::from_env(args.insecure_registry);
+    let fs = match args.root_format {
+        RootFormat::Erofs => RootFs::Erofs,
+        RootFormat::Ext4 => RootFs::Ext4,
+    };
+    let (_, img) = host_sysmgr::image::prepare(&layout, reference, &access, fs)
+        .with_context(|| format!("image {reference}"))?;
+    let derived = derive(&img.config, &overrides(args)?);
+    if derived.systemd {
+        eprintln!("host-sysmgr: {reference} runs an init system (systemd mode): not served yet; booting it in exec mode");
+    }
+    if derived.cmd.is_empty() && derived.entrypoint.is_empty() {
+        bail!("{reference} has no entrypoint or cmd: give the command after --");
+    }
+    Ok(Root {
+        path: img.path,
+        derived,
+    })
 }
 
 fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>> {
@@ -137,13 +232,15 @@ fn parse_publish(pairs: &[String]) -> Result<Vec<(u16, u16)>> {
 const GUEST_IP: &str = "10.0.2.15";
 const GUEST_GW: &str = "10.0.2.2";
 
-fn config(args: &RunArgs, volumes: Vec<VolumeMount>) -> Result<Config> {
+fn config(args: &RunArgs, d: &Derived, volumes: Vec<VolumeMount>) -> Result<Config> {
     let net = wants_net(args);
     Ok(Config {
         volume_mounts: (!volumes.is_empty()).then_some(volumes),
-        cmd: Some(args.command.clone()),
-        workdir: Some(args.workdir.clone()),
-        env: Some(parse_env(&args.env)?),
+        entrypoint: (!d.entrypoint.is_empty()).then(|| d.entrypoint.clone()),
+        cmd: Some(d.cmd.clone()),
+        workdir: Some(d.workdir.clone()),
+        env: Some(d.env.clone()),
+        user: d.user.clone(),
         network_enabled: Some(net),
         guest_ip: net.then(|| GUEST_IP.into()),
         guest_cidr: net.then_some(24),
@@ -218,20 +315,15 @@ pub fn vm_config(args: &RunArgs, files: &BootFiles, work: &Path) -> Result<VmCon
     } else {
         None
     };
-    let root = match (&args.image, &args.rootfs) {
-        (Some(img), _) => img.clone(),
-        (None, Some(dir)) => {
-            let img = work.join("root.img");
-            disks::rootfs_image(dir, &img, RootFs::Ext4).context("build the root image")?;
-            img
-        }
-        (None, None) => bail!("give --rootfs DIR or --image IMG"),
-    };
+    let Root {
+        path: root,
+        derived,
+    } = root(args, work)?;
     let overlay = work.join("overlay.img");
     disks::overlay_disk(&overlay, 256)?;
     let (volume_disks, mounts) = super::volumes::attach(&volumes, work)?;
     let config_img = work.join("config.img");
-    disks::config_disk(&config(args, mounts)?, &config_img)?;
+    disks::config_disk(&config(args, &derived, mounts)?, &config_img)?;
     let mut cfg = VmConfig::new(&files.kernel, work.join("serial.log"), work.join("run"));
     cfg.initrd = Some(files.initrd.clone());
     cfg.cmdline = format!("console=ttyS0 {}", args.append).trim().to_string();

@@ -11,7 +11,7 @@ pub mod bzimage;
 pub mod catalog;
 pub mod download;
 pub mod ensure;
-mod error;
+pub mod error;
 pub mod import;
 pub mod initrd;
 pub mod install;

@@ -199,13 +199,16 @@ impl Store {
     }
 }
 
-fn parse_ref(reference: &str) -> Result<Reference> {
+pub(crate) fn parse_ref(reference: &str) -> Result<Reference> {
     reference
         .parse::<Reference>()
         .map_err(|e| registry_err(reference, e))
 }
 
-fn registry_err(reference: &str, e: impl std::error::Error + Send + Sync + 'static) -> SystemError {
+pub(crate) fn registry_err(
+    reference: &str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> SystemError {
     SystemError::Registry {
         reference: reference.to_string(),
         source: Box::new(e),
@@ -224,7 +227,7 @@ fn is_loopback(registry: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-fn client(r: &Reference, access: &Access) -> (Client, RegistryAuth) {
+pub(crate) fn client(r: &Reference, access: &Access) -> (Client, RegistryAuth) {
     #[allow(deprecated)]
     let _ = rustls::crypto::ring::default_provider().install_default();
     let protocol = if access.insecure || is_loopback(r.resolve_registry()) {
@@ -243,7 +246,7 @@ fn client(r: &Reference, access: &Access) -> (Client, RegistryAuth) {
     (client, auth)
 }
 
-fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,0 +1,31 @@
+//! OCI images as root filesystems: pulled into a content-addressed cache,
+//! their layers applied safely, turned into a read-only root image cached by
+//! the manifest digest, and their config turned into the guest's config.
+
+pub mod apply;
+pub mod config;
+pub mod pull;
+pub mod rootfs;
+
+use crate::disks::RootFs;
+use crate::system::error::Result;
+use crate::system::layout::Layout;
+use crate::system::registry::Access;
+
+/// Pulls `reference` and builds (or reuses) its root image; when either
+/// fails, nothing of it stays in the cache or the image store.
+pub fn prepare(
+    layout: &Layout,
+    reference: &str,
+    access: &Access,
+    fs: RootFs,
+) -> Result<(pull::Pulled, rootfs::RootImage)> {
+    let pulled = pull::pull(layout, reference, access)?;
+    match rootfs::root_image(layout, &pulled, fs) {
+        Ok(img) => Ok((pulled, img)),
+        Err(e) => {
+            pull::forget(layout, reference);
+            Err(e)
+        }
+    }
+}
