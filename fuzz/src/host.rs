@@ -221,3 +221,46 @@ pub fn check_bzimage(data: &[u8]) {
         assert!(v.starts_with(b"\x7fELF") && has_pvh_note(&v));
     }
 }
+
+/// Image layers: never panic, and an applied layer changes nothing outside
+/// the root (a sibling folder stays empty) and leaves no device node.
+pub fn check_layer(data: &[u8]) {
+    use host_sysmgr::image::apply::{apply_layers, Limits};
+    let Ok(dir) = tempfile::tempdir() else {
+        return;
+    };
+    let (root, outside, layer) = (
+        dir.path().join("root"),
+        dir.path().join("outside"),
+        dir.path().join("layer"),
+    );
+    for d in [&root, &outside] {
+        std::fs::create_dir(d).expect("mkdir");
+    }
+    std::fs::write(&layer, data).expect("layer");
+    let limits = Limits {
+        bytes: 1 << 20,
+        entries: 256,
+    };
+    let _ = apply_layers(&root, &[layer], limits);
+    assert_eq!(std::fs::read_dir(&outside).expect("outside").count(), 0);
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 3);
+    no_devices(&root);
+}
+
+fn no_devices(dir: &std::path::Path) {
+    use std::os::unix::fs::FileTypeExt;
+    for e in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        let t = std::fs::symlink_metadata(e.path())
+            .expect("stat")
+            .file_type();
+        assert!(
+            !t.is_block_device() && !t.is_char_device() && !t.is_socket(),
+            "{:?}",
+            e.path()
+        );
+        if t.is_dir() {
+            no_devices(&e.path());
+        }
+    }
+}

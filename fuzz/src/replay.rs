@@ -33,6 +33,7 @@ pub const TARGETS: &[(&str, &str)] = &[
     ("host", "catalog"),
     ("host", "bundle"),
     ("host", "bzimage"),
+    ("host", "layer"),
     ("host", "vsock_handshake"),
     ("host", "agent_messages"),
     ("agent", "network_request"),

@@ -18,6 +18,7 @@ fn host_corpus() {
             ("catalog", checks::check_catalog),
             ("bundle", checks::check_bundle),
             ("bzimage", checks::check_bzimage),
+            ("layer", checks::check_layer),
         ],
     );
 }
