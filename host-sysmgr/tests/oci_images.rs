@@ -263,3 +263,85 @@ fn bad_images_are_refused_and_leave_nothing_behind() {
             == 0
     );
 }
+
+#[test]
+fn layout_folders_oci_archives_and_docker_saves_are_images_too() {
+    let work = tempfile::tempdir().unwrap();
+    let mut oci = OciLayout::new(&work.path().join("oci"));
+    let l = layer(&[E::File("marker", 0o644, b"from a file")]);
+    let m = oci.image(
+        std::slice::from_ref(&l),
+        serde_json::json!({"Cmd": ["/x"]}),
+        arch(),
+    );
+    oci.tag(m, "v1");
+    let layout = Layout::new(work.path().join("data"));
+    let marker = |img: &host_sysmgr::image::rootfs::RootImage, name: &str| {
+        let root = work.path().join(name);
+        let _m = Mounted::new(&img.path, &root);
+        std::fs::read_to_string(root.join("marker")).unwrap()
+    };
+    let dir = oci.dir.display().to_string();
+    let (_, a) = host_sysmgr::image::prepare(
+        &layout,
+        &format!("oci:{dir}:v1"),
+        &Access::default(),
+        RootFs::Erofs,
+    )
+    .unwrap();
+    assert!(a.built);
+    assert_eq!(marker(&a, "a"), "from a file");
+    // The folder alone (one image in it): the same image, nothing built.
+    let (_, b) =
+        host_sysmgr::image::prepare(&layout, &dir, &Access::default(), RootFs::Erofs).unwrap();
+    assert_eq!((b.path.clone(), b.built), (a.path.clone(), false));
+
+    // An OCI archive: a tar of the folder.
+    let archive = work.path().join("image.tar");
+    let mut t = tar::Builder::new(std::fs::File::create(&archive).unwrap());
+    t.append_dir_all(".", &oci.dir).unwrap();
+    t.into_inner().unwrap();
+    let (_, c) = host_sysmgr::image::prepare(
+        &layout,
+        &format!("oci-archive:{}:v1", archive.display()),
+        &Access::default(),
+        RootFs::Erofs,
+    )
+    .unwrap();
+    assert_eq!(c.path, a.path);
+
+    // A docker save, written by skopeo.
+    let saved = work.path().join("saved.tar");
+    let out = std::process::Command::new("skopeo")
+        .args(["--insecure-policy", "copy", "--quiet"])
+        .arg(format!("oci:{dir}:v1"))
+        .arg(format!("docker-archive:{}:demo/saved:v1", saved.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, d) = host_sysmgr::image::prepare(
+        &layout,
+        &saved.display().to_string(),
+        &Access::default(),
+        RootFs::Erofs,
+    )
+    .unwrap();
+    assert_eq!(marker(&d, "d"), "from a file");
+    // An archive that is neither is named as such.
+    let junk = work.path().join("junk.tar");
+    let mut t = tar::Builder::new(std::fs::File::create(&junk).unwrap());
+    t.append_path_with_name("/bin/busybox", "busybox").unwrap();
+    t.into_inner().unwrap();
+    let e = host_sysmgr::image::prepare(
+        &layout,
+        &junk.display().to_string(),
+        &Access::default(),
+        RootFs::Erofs,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("neither an OCI archive"), "{e}");
+}

@@ -46,9 +46,12 @@ pub struct RunArgs {
     /// $XDG_DATA_HOME/guestinit, else ~/.local/share/guestinit).
     #[arg(long, value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,
-    /// What to boot: an OCI image reference (HOST[:PORT]/REPO[:TAG|@sha256:…],
-    /// pulled into the data folder's cache; its root image is built once
-    /// per manifest), or a folder or root image file as --rootfs/--image.
+    /// What to boot: an OCI image — a registry reference
+    /// (HOST[:PORT]/REPO[:TAG|@sha256:…]), an image layout folder
+    /// (`oci:DIR[:TAG]`, or DIR), an OCI archive (`oci-archive:FILE[:TAG]`)
+    /// or a `docker save` (`docker-archive:FILE`, or FILE) — cached, its
+    /// root image built once per manifest; or a plain folder or root image
+    /// file as --rootfs/--image.
     #[arg(value_name = "IMAGE", conflicts_with_all = ["rootfs", "image"],
           required_unless_present_any = ["rootfs", "image"])]
     pub(crate) source: Option<String>,
@@ -166,11 +169,23 @@ pub fn root(args: &RunArgs, work: &Path) -> Result<Root> {
     match (&args.source, &args.image, &args.rootfs) {
         (_, Some(img), _) => plain(img.clone()),
         (_, None, Some(dir)) => plain(folder(dir)?),
-        (Some(s), None, None) if Path::new(s).is_dir() => plain(folder(Path::new(s))?),
-        (Some(s), None, None) if Path::new(s).is_file() => plain(PathBuf::from(s)),
+        (Some(s), None, None) if is_rootfs_dir(s) => plain(folder(Path::new(s))?),
+        (Some(s), None, None) if is_root_image(s) => plain(PathBuf::from(s)),
         (Some(reference), None, None) => oci_root(args, reference),
         (None, None, None) => bail!("give an IMAGE, --rootfs DIR or --image IMG"),
     }
+}
+
+/// A plain folder (an OCI image layout has an `oci-layout` file).
+fn is_rootfs_dir(s: &str) -> bool {
+    let p = Path::new(s);
+    p.is_dir() && !p.join("oci-layout").exists()
+}
+
+/// A file that is not a tar archive (those are OCI or docker-save archives).
+fn is_root_image(s: &str) -> bool {
+    let p = Path::new(s);
+    p.is_file() && !host_sysmgr::image::local::is_tar(p)
 }
 
 fn oci_root(args: &RunArgs, reference: &str) -> Result<Root> {

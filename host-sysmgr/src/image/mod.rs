@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod config;
+pub mod local;
 pub mod pull;
 pub mod rootfs;
 
@@ -12,15 +13,16 @@ use crate::system::error::Result;
 use crate::system::layout::Layout;
 use crate::system::registry::Access;
 
-/// Pulls `reference` and builds (or reuses) its root image; when either
-/// fails, nothing of it stays in the cache or the image store.
+/// Pulls (or, for a local source, copies) `reference` into the cache and
+/// builds (or reuses) its root image; when either fails, nothing of it
+/// stays in the cache or the image store.
 pub fn prepare(
     layout: &Layout,
     reference: &str,
     access: &Access,
     fs: RootFs,
 ) -> Result<(pull::Pulled, rootfs::RootImage)> {
-    let pulled = pull::pull(layout, reference, access)?;
+    let pulled = local::fetch(layout, reference, access)?;
     match rootfs::root_image(layout, &pulled, fs) {
         Ok(img) => Ok((pulled, img)),
         Err(e) => {

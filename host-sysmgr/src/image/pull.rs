@@ -133,6 +133,26 @@ fn check_sizes(m: &OciImageManifest, reference: &str) -> Result<()> {
     Ok(())
 }
 
+/// Records that `key` (a reference or a local source) names `digest`.
+pub fn remember(
+    layout: &Layout,
+    key: &str,
+    digest: &str,
+    manifest: &OciImageManifest,
+) -> Result<()> {
+    let rec = RefRecord {
+        reference: key.to_string(),
+        manifest_digest: digest.to_string(),
+        manifest: manifest.clone(),
+    };
+    record::write_json(&ref_path(layout, key), &rec)
+}
+
+/// The pull result when every blob of `manifest` is in the cache.
+pub fn cached(layout: &Layout, digest: &str, manifest: &OciImageManifest) -> Result<Pulled> {
+    complete(layout, digest, manifest)
+}
+
 /// The pull result when every blob of `manifest` is in the cache.
 fn complete(layout: &Layout, digest: &str, manifest: &OciImageManifest) -> Result<Pulled> {
     let path = |d: &OciDescriptor| -> Result<PathBuf> {
