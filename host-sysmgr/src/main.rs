@@ -200,6 +200,16 @@ enum Command {
         #[arg(long)]
         insecure_registry: bool,
     },
+    /// OCI images cached by `run IMAGE`: ls, rm, gc.
+    ///
+    /// Blobs live in {data}/system/oci-cache/blobs/sha256/, root images in
+    /// {data}/system/images/<manifest digest>/.
+    Images {
+        #[command(subcommand)]
+        cmd: cli::system::ImagesCmd,
+        #[command(flatten)]
+        store: cli::system::StoreArgs,
+    },
     /// Supported kernel versions, guest-init protocol versions and the
     /// current defaults (for a control plane: use --json).
     Versions {
@@ -275,6 +285,7 @@ fn main() -> ExitCode {
         } => cli::system::ensure(&store, &inputs, json),
         Command::Gc { store, keep, json } => cli::system::gc(&store, keep, json),
         Command::Versions { store, json } => cli::system::versions(&store, json),
+        Command::Images { cmd, store } => cli::system::images(&cmd, &store),
         Command::Publish {
             store,
             kind,

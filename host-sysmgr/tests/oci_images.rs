@@ -345,3 +345,75 @@ fn layout_folders_oci_archives_and_docker_saves_are_images_too() {
     .unwrap_err();
     assert!(e.to_string().contains("neither an OCI archive"), "{e}");
 }
+
+#[test]
+fn images_ls_rm_and_gc_from_the_cli() {
+    let work = tempfile::tempdir().unwrap();
+    let mut oci = OciLayout::new(&work.path().join("oci"));
+    let shared = layer(&[E::File("shared", 0o644, b"both images")]);
+    for (tag, own) in [("one", "first"), ("two", "second")] {
+        let l = layer(&[E::File("own", 0o644, own.as_bytes())]);
+        let m = oci.image(
+            &[shared.clone(), l],
+            serde_json::json!({"Cmd": ["/x"]}),
+            arch(),
+        );
+        oci.tag(m, tag);
+    }
+    let data = work.path().join("data");
+    let layout = Layout::new(&data);
+    let dir = oci.dir.display().to_string();
+    for tag in ["one", "two"] {
+        host_sysmgr::image::prepare(
+            &layout,
+            &format!("oci:{dir}:{tag}"),
+            &Access::default(),
+            RootFs::Erofs,
+        )
+        .unwrap();
+    }
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_host-sysmgr"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let rows: serde_json::Value = serde_json::from_str(&cli(&["images", "ls", "--json"])).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 2, "{rows}");
+    assert_eq!(
+        (blobs(&layout), images(&layout)),
+        (5, 2),
+        "2 configs, 1 shared + 2 own layers"
+    );
+    // Removing one keeps the layer the other uses.
+    cli(&["images", "rm", &format!("oci:{dir}:one")]);
+    assert_eq!((blobs(&layout), images(&layout)), (3, 1));
+    let digest = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["references"][0] == format!("oci:{dir}:two"))
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cli(&["images", "rm", &digest[..19]]);
+    assert_eq!((blobs(&layout), images(&layout)), (0, 0));
+    let gc: serde_json::Value = serde_json::from_str(&cli(&["images", "gc", "--json"])).unwrap();
+    assert_eq!(gc["blobs"], 0);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_host-sysmgr"))
+        .args(["images", "rm", "nothing-like-this", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no cached image"));
+}

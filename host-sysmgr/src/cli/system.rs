@@ -429,3 +429,78 @@ pub fn versions(s: &StoreArgs, json: bool) -> Result<u8> {
 
 /// Default of `gc --keep`.
 pub const DEFAULT_KEEP: usize = KEEP;
+
+/// `images …`.
+#[derive(clap::Subcommand)]
+pub enum ImagesCmd {
+    /// Cached images: manifest digest, references, sizes.
+    Ls {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget an image (a reference as cached, or a manifest digest) and
+    /// remove what nothing else uses.
+    Rm {
+        /// The reference or digest (sha256:… or at least 12 hex digits).
+        name: String,
+    },
+    /// Remove blobs and root images no cached reference uses.
+    Gc {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs an `images` subcommand.
+pub fn images(cmd: &ImagesCmd, s: &StoreArgs) -> Result<u8> {
+    use host_sysmgr::image::store;
+    let layout = host_sysmgr::system::Layout::new(data_dir(s.data_dir.as_deref())?);
+    match cmd {
+        ImagesCmd::Ls { json } => {
+            let rows = store::list(&layout);
+            if *json {
+                return print_json(&rows);
+            }
+            println!(
+                "{:20} {:>12} {:>12} REFERENCES",
+                "DIGEST", "ROOT IMAGE", "BLOBS"
+            );
+            for r in rows {
+                let short: String = r
+                    .digest
+                    .trim_start_matches("sha256:")
+                    .chars()
+                    .take(12)
+                    .collect();
+                let root = r.root_image_size.map_or("-".into(), |s| s.to_string());
+                println!(
+                    "sha256:{short:13} {root:>12} {:>12} {}",
+                    r.blob_size,
+                    r.references.join(" ")
+                );
+            }
+            Ok(0)
+        }
+        ImagesCmd::Rm { name } => {
+            let c = store::remove(&layout, name)?;
+            println!(
+                "removed {} blobs and {} root images ({} bytes)",
+                c.blobs, c.root_images, c.bytes
+            );
+            Ok(0)
+        }
+        ImagesCmd::Gc { json } => {
+            let c = store::gc(&layout)?;
+            if *json {
+                return print_json(&c);
+            }
+            println!(
+                "removed {} blobs and {} root images ({} bytes)",
+                c.blobs, c.root_images, c.bytes
+            );
+            Ok(0)
+        }
+    }
+}

@@ -7,6 +7,7 @@ pub mod config;
 pub mod local;
 pub mod pull;
 pub mod rootfs;
+pub mod store;
 
 use crate::disks::RootFs;
 use crate::system::error::Result;

@@ -133,6 +133,25 @@ fn check_sizes(m: &OciImageManifest, reference: &str) -> Result<()> {
     Ok(())
 }
 
+/// Every cached reference: (reference or source, manifest digest, manifest).
+pub fn refs(layout: &Layout) -> Vec<(String, String, OciImageManifest)> {
+    let Ok(rd) = std::fs::read_dir(cache_dir(layout).join("refs")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<_> = rd
+        .flatten()
+        .filter_map(|e| record::read_json::<RefRecord>(&e.path()).ok())
+        .map(|r| (r.reference, r.manifest_digest, r.manifest))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Forgets one cached reference (its blobs stay until `gc`).
+pub fn unref(layout: &Layout, key: &str) -> bool {
+    std::fs::remove_file(ref_path(layout, key)).is_ok()
+}
+
 /// Records that `key` (a reference or a local source) names `digest`.
 pub fn remember(
     layout: &Layout,
