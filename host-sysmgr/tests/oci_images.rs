@@ -417,3 +417,68 @@ fn images_ls_rm_and_gc_from_the_cli() {
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no cached image"));
 }
+
+/// Credentials come from the Docker config file ($DOCKER_CONFIG); without
+/// them the registry says no, and the error says so.
+#[test]
+fn a_registry_that_asks_for_credentials_gets_those_of_the_docker_config() {
+    let reg = Registry::start_with_auth("alice", "s3cret");
+    let work = tempfile::tempdir().unwrap();
+    let mut oci = OciLayout::new(&work.path().join("oci"));
+    let m = oci.image(
+        &[layer(&[E::File("marker", 0o644, b"private")])],
+        serde_json::json!({"Cmd": ["/x"]}),
+        arch(),
+    );
+    oci.tag(m, "p");
+    let r = format!("{}/private/img:p", reg.addr);
+    oci.push_as("p", &r, Some("alice:s3cret"));
+    let docker = work.path().join("docker");
+    std::fs::create_dir(&docker).unwrap();
+    let pull = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_host-sysmgr"))
+            .args(["images", "pull", &r, "--data-dir"])
+            .arg(work.path().join("data"))
+            .env("DOCKER_CONFIG", &docker)
+            .env_remove("GUESTINIT_REGISTRY_USER")
+            .output()
+            .unwrap()
+    };
+    let out = pull();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(125) && err.contains("Not authorized"),
+        "{err}"
+    );
+    let auth = base64_encode(b"alice:s3cret");
+    std::fs::write(
+        docker.join("config.json"),
+        format!(r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#, reg.addr),
+    )
+    .unwrap();
+    let out = pull();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("sha256:"));
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    b.chunks(3)
+        .flat_map(|c| {
+            let n = (u32::from(c[0]) << 16)
+                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*c.get(2).unwrap_or(&0));
+            (0..4).map(move |i| {
+                if i <= c.len() {
+                    T[(n >> (18 - 6 * i) & 63) as usize] as char
+                } else {
+                    '='
+                }
+            })
+        })
+        .collect()
+}

@@ -433,6 +433,16 @@ pub const DEFAULT_KEEP: usize = KEEP;
 /// `images …`.
 #[derive(clap::Subcommand)]
 pub enum ImagesCmd {
+    /// Pull (or copy from a layout folder or archive) an image and build its
+    /// root image now, as `run IMAGE` would; prints its digest and root image.
+    Pull {
+        /// A registry reference, `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`
+        /// or `docker-archive:FILE`.
+        source: String,
+        /// Plain HTTP to a registry that is not on loopback.
+        #[arg(long)]
+        insecure_registry: bool,
+    },
     /// Cached images: manifest digest, references, sizes.
     Ls {
         /// JSON instead of a table.
@@ -458,6 +468,16 @@ pub fn images(cmd: &ImagesCmd, s: &StoreArgs) -> Result<u8> {
     use host_sysmgr::image::store;
     let layout = host_sysmgr::system::Layout::new(data_dir(s.data_dir.as_deref())?);
     match cmd {
+        ImagesCmd::Pull {
+            source,
+            insecure_registry,
+        } => {
+            let access = host_sysmgr::system::registry::Access::from_env(*insecure_registry);
+            let fs = host_sysmgr::disks::RootFs::Erofs;
+            let (pulled, img) = host_sysmgr::image::prepare(&layout, source, &access, fs)?;
+            println!("{} {}", pulled.manifest_digest, img.path.display());
+            Ok(0)
+        }
         ImagesCmd::Ls { json } => {
             let rows = store::list(&layout);
             if *json {

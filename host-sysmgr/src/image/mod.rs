@@ -3,6 +3,7 @@
 //! the manifest digest, and their config turned into the guest's config.
 
 pub mod apply;
+pub mod auth;
 pub mod config;
 pub mod local;
 pub mod pull;

@@ -239,9 +239,14 @@ pub(crate) fn client(r: &Reference, access: &Access) -> (Client, RegistryAuth) {
         protocol,
         ..ClientConfig::default()
     });
+    // $GUESTINIT_REGISTRY_USER/_PASSWORD first, then the Docker config file.
     let auth = match &access.basic {
         Some((u, p)) => RegistryAuth::Basic(u.clone(), p.clone()),
-        None => RegistryAuth::Anonymous,
+        None => match crate::image::auth::lookup(r.resolve_registry()) {
+            Some(crate::image::auth::Credentials::Basic(u, p)) => RegistryAuth::Basic(u, p),
+            Some(crate::image::auth::Credentials::Bearer(t)) => RegistryAuth::Bearer(t),
+            None => RegistryAuth::Anonymous,
+        },
     };
     (client, auth)
 }

@@ -168,14 +168,18 @@ impl OciLayout {
 
     /// `skopeo copy` of tag `tag` to `dest` (a docker:// reference).
     pub fn push(&self, tag: &str, dest: &str) {
-        let out = std::process::Command::new("skopeo")
-            .args([
-                "--insecure-policy",
-                "copy",
-                "--all",
-                "--dest-tls-verify=false",
-                "--quiet",
-            ])
+        self.push_as(tag, dest, None)
+    }
+
+    /// `push` with `user:password` credentials.
+    pub fn push_as(&self, tag: &str, dest: &str, creds: Option<&str>) {
+        let mut cmd = std::process::Command::new("skopeo");
+        cmd.args(["--insecure-policy", "copy"]);
+        if let Some(c) = creds {
+            cmd.args(["--dest-creds", c]);
+        }
+        let out = cmd
+            .args(["--all", "--dest-tls-verify=false", "--quiet"])
             .arg(format!("oci:{}:{tag}", self.dir.display()))
             .arg(format!("docker://{dest}"))
             .output()
