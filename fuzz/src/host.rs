@@ -264,3 +264,13 @@ fn no_devices(dir: &std::path::Path) {
         }
     }
 }
+
+/// Docker config files: never panic; credentials only for an entry that
+/// names the registry asked about.
+pub fn check_docker_config(data: &[u8]) {
+    use host_sysmgr::image::auth::parse;
+    let _ = parse(data, "127.0.0.1:5000");
+    assert!(
+        parse(data, "").is_none() || std::str::from_utf8(data).is_ok_and(|t| t.contains("auths"))
+    );
+}

@@ -34,6 +34,7 @@ pub const TARGETS: &[(&str, &str)] = &[
     ("host", "bundle"),
     ("host", "bzimage"),
     ("host", "layer"),
+    ("host", "docker_config"),
     ("host", "vsock_handshake"),
     ("host", "agent_messages"),
     ("agent", "network_request"),

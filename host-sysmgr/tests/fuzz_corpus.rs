@@ -19,6 +19,7 @@ fn host_corpus() {
             ("bundle", checks::check_bundle),
             ("bzimage", checks::check_bzimage),
             ("layer", checks::check_layer),
+            ("docker_config", checks::check_docker_config),
         ],
     );
 }
