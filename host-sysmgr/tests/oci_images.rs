@@ -68,6 +68,19 @@ fn erofs_nid(img: &Path, path: &str) -> String {
         .unwrap_or_else(|| panic!("{path}: {text}"))
 }
 
+/// An extended attribute of `path`, if set.
+fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = [0u8; 256];
+    // SAFETY: NUL-terminated strings and a buffer that outlive the call, the
+    // buffer's real length passed with it.
+    let len =
+        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (len >= 0).then(|| buf[..len as usize].to_vec())
+}
+
 fn blobs(layout: &Layout) -> usize {
     std::fs::read_dir(layout.system().join("oci-cache/blobs/sha256"))
         .map(|rd| {
@@ -101,6 +114,11 @@ fn layers_whiteouts_links_and_modes_land_as_a_runtime_would_and_a_second_pull_is
         E::File("data/old", 0o644, b"old"),
         E::File("bin/suid", 0o4755, b"#!/bin/sh\n"),
         E::Owned("srv/owned", 1000, 1000, b"mine"),
+        E::Pax(&[
+            ("SCHILY.xattr.user.note", "kept"),
+            ("SCHILY.xattr.trusted.evil", "dropped"),
+        ]),
+        E::File("srv/tagged", 0o644, b"x"),
     ]);
     let upper = layer(&[
         E::File("etc/.wh.removed", 0o644, b""),
@@ -147,6 +165,11 @@ fn layers_whiteouts_links_and_modes_land_as_a_runtime_would_and_a_second_pull_is
         0o4755,
         "setuid kept"
     );
+    assert_eq!(
+        xattr(&root.join("srv/tagged"), "user.note").as_deref(),
+        Some(&b"kept"[..])
+    );
+    assert_eq!(xattr(&root.join("srv/tagged"), "trusted.evil"), None);
     let owned = std::fs::metadata(root.join("srv/owned")).unwrap();
     assert_eq!((owned.uid(), owned.gid()), (1000, 1000));
 

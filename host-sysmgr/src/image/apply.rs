@@ -6,7 +6,10 @@
 //! path is resolved inside it (a symlink on the way is followed as the guest
 //! would see it; one that climbs above the root is refused), the last component is never
 //! followed, and a hard link must name a file inside. Device nodes are
-//! refused (an image brings none), and sizes are bounded.
+//! refused (an image brings none), and sizes are bounded. Extended
+//! attributes (PAX `SCHILY.xattr.*`) in the `user.` namespace and file
+//! capabilities (`security.capability`) are kept where the filesystem keeps
+//! them; other namespaces (`trusted.`, overlayfs's, SELinux labels) are not.
 
 use crate::system::error::{Result, SystemError};
 use std::collections::HashSet;
@@ -137,6 +140,7 @@ impl Applier {
         }
         let path = parent.join(&file_name);
         self.this_layer.insert(parent_rel.join(&file_name));
+        let xattrs = xattrs_of(&mut e);
         let h = e.header().clone();
         let mode = h.mode().unwrap_or(0o644) & 0o7777;
         match h.entry_type() {
@@ -164,7 +168,11 @@ impl Applier {
             tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => return Ok(()),
             _ => return Err(self.refuse(&raw, "an entry type an image may not hold")),
         }
-        self.owner_and_time(&path, &h, mode)
+        self.owner_and_time(&path, &h, mode)?;
+        if h.entry_type() != tar::EntryType::Symlink {
+            set_xattrs(&path, &xattrs)?;
+        }
+        Ok(())
     }
 
     fn relative(&self, raw: &str) -> Result<PathBuf> {
@@ -351,6 +359,59 @@ impl Applier {
         )
         .map_err(io)
     }
+}
+
+/// Extended attributes an image may set.
+fn allowed_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"user.") || name == b"security.capability"
+}
+
+/// The entry's PAX `SCHILY.xattr.*` records that [`allowed_xattr`] admits.
+fn xattrs_of<R: Read>(e: &mut tar::Entry<'_, R>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let Ok(Some(exts)) = e.pax_extensions() else {
+        return Vec::new();
+    };
+    exts.flatten()
+        .filter_map(|x| {
+            let name = x.key_bytes().strip_prefix(b"SCHILY.xattr.")?;
+            allowed_xattr(name).then(|| (name.to_vec(), x.value_bytes().to_vec()))
+        })
+        .collect()
+}
+
+/// Sets extended attributes on `path` (not following a symlink); a
+/// filesystem that keeps none is not an error.
+fn set_xattrs(path: &Path, xattrs: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+    use std::ffi::CString;
+    if xattrs.is_empty() {
+        return Ok(());
+    }
+    let p =
+        CString::new(path.as_os_str().as_bytes()).map_err(|e| SystemError::io(path, e.into()))?;
+    for (name, value) in xattrs {
+        let Ok(n) = CString::new(name.clone()) else {
+            continue;
+        };
+        // SAFETY: `p` and `n` are NUL-terminated strings that outlive the
+        // call; `value` is a live slice whose pointer and length are passed
+        // together; lsetxattr reads them and does not keep them.
+        let rc = unsafe {
+            libc::lsetxattr(
+                p.as_ptr(),
+                n.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::ENOTSUP) {
+                return Err(SystemError::io(path, err));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Removes whatever is at `path` (a folder with its contents), if anything.

@@ -14,6 +14,8 @@ pub enum E<'a> {
     Hard(&'a str, &'a str),
     Char(&'a str),
     Owned(&'a str, u32, u32, &'a [u8]),
+    /// A PAX extended header for the next entry: (key, value) records.
+    Pax(&'a [(&'a str, &'a str)]),
 }
 
 fn header(name: &str, kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
@@ -24,6 +26,20 @@ fn header(name: &str, kind: tar::EntryType, mode: u32, size: u64) -> tar::Header
     h.set_size(size);
     h.set_mtime(1_700_000_000);
     h
+}
+
+/// PAX records: `LEN KEY=VALUE\n`, LEN counting the whole record.
+fn pax_body(records: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in records {
+        let rest = format!(" {k}={v}\n");
+        let mut len = rest.len() + 1;
+        while format!("{len}{rest}").len() != len {
+            len += 1;
+        }
+        out.extend(format!("{len}{rest}").into_bytes());
+    }
+    out
 }
 
 /// A gzipped layer.
@@ -53,6 +69,18 @@ pub fn layer(entries: &[E]) -> Vec<u8> {
                 (h, b"")
             }
             E::Char(n) => (header(n, tar::EntryType::Char, 0o666, 0), b""),
+            E::Pax(records) => {
+                let body = pax_body(records);
+                let mut h = header(
+                    "PaxHeader",
+                    tar::EntryType::XHeader,
+                    0o644,
+                    body.len() as u64,
+                );
+                h.set_cksum();
+                b.append(&h, &body[..]).expect("append");
+                continue;
+            }
         };
         h.set_cksum();
         b.append(&h, data).expect("append");
