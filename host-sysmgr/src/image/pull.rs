@@ -88,10 +88,13 @@ pub fn pull(layout: &Layout, reference: &str, access: &Access) -> Result<Pulled>
         .filter(|d| blob_path(layout, &d.digest).is_ok_and(|p| !p.exists()))
         .collect();
     let downloaded = wanted.len();
+    let bar = progress(&wanted);
     registry::block_on(async {
-        let fetches = wanted
-            .into_iter()
-            .map(|d| fetch_blob(layout, &client, &r, d, reference));
+        let fetches = wanted.into_iter().map(|d| async {
+            let res = fetch_blob(layout, &client, &r, d, reference).await;
+            bar.inc(d.size.max(0) as u64);
+            res
+        });
         let results: Vec<Result<()>> = futures_util::stream::iter(fetches)
             .buffer_unordered(PARALLEL)
             .collect()
@@ -115,6 +118,22 @@ pub fn pull(layout: &Layout, reference: &str, access: &Access) -> Result<Pulled>
     let mut p = complete(layout, &digest, &rec.manifest)?;
     p.downloaded = downloaded;
     Ok(p)
+}
+
+/// A bar of the bytes to fetch, on a terminal only.
+fn progress(wanted: &[&OciDescriptor]) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if wanted.is_empty() || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let total = wanted.iter().map(|d| d.size.max(0) as u64).sum();
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "pull {bytes}/{total_bytes} {wide_bar} {bytes_per_sec}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
 }
 
 fn check_sizes(m: &OciImageManifest, reference: &str) -> Result<()> {
