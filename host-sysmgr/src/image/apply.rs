@@ -18,7 +18,7 @@ use std::fs::OpenOptions;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// Bounds of one image.
 #[derive(Debug, Clone, Copy)]
@@ -176,21 +176,7 @@ impl Applier {
     }
 
     fn relative(&self, raw: &str) -> Result<PathBuf> {
-        if raw.contains('\0') {
-            return Err(self.refuse(raw, "a NUL in the path"));
-        }
-        let mut rel = PathBuf::new();
-        for c in Path::new(raw).components() {
-            match c {
-                Component::Normal(n) => rel.push(n),
-                Component::CurDir => {}
-                Component::ParentDir => return Err(self.refuse(raw, "a `..` component")),
-                Component::RootDir | Component::Prefix(_) => {
-                    return Err(self.refuse(raw, "an absolute path"))
-                }
-            }
-        }
-        Ok(rel)
+        crate::system::bundle::relative_path(raw).map_err(|reason| self.refuse(raw, reason))
     }
 
     /// The host folder `rel` names inside the root, following symlinks as

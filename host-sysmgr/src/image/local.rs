@@ -207,19 +207,7 @@ fn copy_blob(layout: &Layout, src: &Path, d: &OciDescriptor) -> Result<bool> {
         size += n as u64;
     }
     let sha = hex::encode(h.finalize());
-    let want = d.digest.trim_start_matches("sha256:");
-    if sha != want || (d.size >= 0 && size != d.size as u64) {
-        return Err(SystemError::Digest {
-            what: src.display().to_string(),
-            expected: format!("{want} ({} bytes)", d.size),
-            actual: format!("{sha} ({size} bytes)"),
-        });
-    }
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| SystemError::io(tmp.path(), e))?;
-    tmp.persist(&dest)
-        .map_err(|e| SystemError::io(&dest, e.error))?;
+    pull::admit_blob(tmp, &dest, d, (&sha, size), src.display().to_string())?;
     Ok(true)
 }
 

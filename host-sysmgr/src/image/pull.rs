@@ -234,10 +234,29 @@ async fn fetch_blob(
         .await
         .map_err(|e| registry::registry_err(reference, e))?;
     let (sha, size) = install::sha256_file(tmp.path())?;
+    admit_blob(
+        tmp,
+        &dest,
+        d,
+        (&sha, size),
+        format!("{reference}: blob {}", d.digest),
+    )
+}
+
+/// Moves a blob written to `tmp` (with this sha256 and size) into the cache
+/// at `dest` when it matches its descriptor; otherwise `tmp` is dropped
+/// (removed) and the mismatch named after `what`.
+pub(crate) fn admit_blob(
+    tmp: tempfile::NamedTempFile,
+    dest: &Path,
+    d: &OciDescriptor,
+    (sha, size): (&str, u64),
+    what: String,
+) -> Result<()> {
     let want = d.digest.trim_start_matches("sha256:");
-    if sha != want || size != d.size as u64 {
+    if sha != want || size != d.size.max(0) as u64 {
         return Err(SystemError::Digest {
-            what: format!("{reference}: blob {}", d.digest),
+            what,
             expected: format!("{want} ({} bytes)", d.size),
             actual: format!("{sha} ({size} bytes)"),
         });
@@ -245,8 +264,8 @@ async fn fetch_blob(
     tmp.as_file()
         .sync_all()
         .map_err(|e| SystemError::io(tmp.path(), e))?;
-    tmp.persist(&dest)
-        .map_err(|e| SystemError::io(&dest, e.error))?;
+    tmp.persist(dest)
+        .map_err(|e| SystemError::io(dest, e.error))?;
     Ok(())
 }
 

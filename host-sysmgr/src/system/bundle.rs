@@ -80,6 +80,24 @@ pub fn extract_from(reader: impl Read, name: &str, dest: &Path, limits: Limits) 
     u.check_links()
 }
 
+/// A tar entry name as normal components (`./` dropped), or why it cannot
+/// be one: a NUL, a `..` component, an absolute path.
+pub fn relative_path(raw: &str) -> std::result::Result<PathBuf, &'static str> {
+    if raw.contains('\0') {
+        return Err("a NUL in the path");
+    }
+    let mut rel = PathBuf::new();
+    for c in Path::new(raw).components() {
+        match c {
+            Component::Normal(n) => rel.push(n),
+            Component::CurDir => {}
+            Component::ParentDir => return Err("a `..` component"),
+            Component::RootDir | Component::Prefix(_) => return Err("an absolute path"),
+        }
+    }
+    Ok(rel)
+}
+
 struct Unpacker<'a> {
     name: &'a str,
     dest: &'a Path,
@@ -127,21 +145,7 @@ impl Unpacker<'_> {
 
     /// The entry's path as normal components (`./` dropped).
     fn relative(&self, raw: &str) -> Result<PathBuf> {
-        if raw.contains('\0') {
-            return Err(self.refuse(raw, "a NUL in the path"));
-        }
-        let mut rel = PathBuf::new();
-        for c in Path::new(raw).components() {
-            match c {
-                Component::Normal(n) => rel.push(n),
-                Component::CurDir => {}
-                Component::ParentDir => return Err(self.refuse(raw, "a `..` component")),
-                Component::RootDir | Component::Prefix(_) => {
-                    return Err(self.refuse(raw, "an absolute path"))
-                }
-            }
-        }
-        Ok(rel)
+        relative_path(raw).map_err(|reason| self.refuse(raw, reason))
     }
 
     /// Creates the entry's parent folders, refusing to pass through anything
