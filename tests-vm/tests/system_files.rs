@@ -305,3 +305,58 @@ fn a_detached_instance_pins_its_versions_until_it_is_removed() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn config_via_the_initramfs_boots_without_a_config_disk() -> Result<()> {
+    let work = tempfile::tempdir()?;
+    let data = work.path().join("data");
+    let kdir = kernel_build()?.display().to_string();
+    ok(host_sysmgr(&data, &["kernel", "import", &kdir], &[])?)?;
+    let rootfs = work.path().join("root");
+    std::fs::create_dir(&rootfs)?;
+    tests_vm::rootfs::populate(&rootfs, Flavor::Busybox)?;
+    // A volume: with no config disk it becomes vdc.
+    let vol_dir = work.path().join("vol");
+    std::fs::create_dir(&vol_dir)?;
+    std::fs::write(vol_dir.join("hello"), "from the volume\n")?;
+    let vol = work.path().join("vol.img");
+    let mkfs = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&vol_dir)
+        .arg(&vol)
+        .arg("8M")
+        .status()?;
+    ensure!(mkfs.success(), "mkfs.ext4");
+    let r = rootfs.display().to_string();
+    let v = format!("{}:/data:ro", vol.display());
+    let script = "cat /data/hello; ls /dev/vdd 2>/dev/null || echo no-vdd; exit 6";
+    let args = [
+        "run",
+        "--config-via",
+        "initrd",
+        "--volume",
+        &v,
+        "--rootfs",
+        &r,
+        "--",
+        "/bin/sh",
+        "-c",
+        script,
+    ];
+    let out = output(host_sysmgr(&data, &args, &[])?)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.code() == Some(6),
+        "{:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "config.json from the initramfs",
+        "from the volume",
+        "no-vdd",
+    ] {
+        ensure!(stdout.contains(want), "{want}:\n{stdout}");
+    }
+    Ok(())
+}

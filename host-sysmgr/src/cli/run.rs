@@ -119,10 +119,41 @@ pub struct RunArgs {
     /// the first is /dev/vdd. ext4, xfs, erofs, squashfs or btrfs.
     #[arg(long = "volume", short = 'v', value_name = "IMG:/PATH[:ro|rw|overlay]")]
     pub(crate) volume: Vec<String>,
+    /// How config.json reaches the guest: on a config disk (vdc, as a
+    /// hypeman host does), or in an archive appended to the initramfs
+    /// (`hypeman.config=initrd`: one virtio disk and one mount fewer).
+    #[arg(long, value_enum, default_value = "disk")]
+    pub(crate) config_via: ConfigVia,
     /// The command (argv) to run in the guest (with an OCI image: replaces
     /// its cmd; optional then).
     #[arg(last = true)]
     pub(crate) command: Vec<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ConfigVia {
+    /// A config disk (vdc).
+    Disk,
+    /// An archive appended to the initramfs.
+    Initrd,
+}
+
+/// `base` with a second newc archive appended that holds `/config.json`
+/// (the kernel unpacks both; init reads it with `hypeman.config=initrd`).
+fn initrd_with_config(base: &Path, config: &Config, work: &Path) -> Result<PathBuf> {
+    use initrd_builder::cpio::{Archive, Entry};
+    let mut image = std::fs::read(base).with_context(|| format!("read {}", base.display()))?;
+    image.resize(image.len().next_multiple_of(4), 0);
+    let mut archive = Archive::new();
+    archive.add(Entry::file(
+        "/config.json",
+        0o600,
+        config.to_hypeman_json().into_bytes(),
+    ))?;
+    image.extend(archive.write(0)?);
+    let path = work.join("initrd-with-config.img");
+    std::fs::write(&path, image).with_context(|| format!("write {}", path.display()))?;
+    Ok(path)
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -336,19 +367,11 @@ pub fn vm_config(args: &RunArgs, files: &BootFiles, work: &Path) -> Result<VmCon
     } = root(args, work)?;
     let overlay = work.join("overlay.img");
     disks::overlay_disk(&overlay, 256)?;
-    let (volume_disks, mounts) = super::volumes::attach(&volumes, work)?;
-    let config_img = work.join("config.img");
-    disks::config_disk(&config(args, &derived, mounts)?, &config_img)?;
+    let via_initrd = args.config_via == ConfigVia::Initrd;
+    let first_volume = super::volumes::FIRST_VOLUME_DISK - usize::from(via_initrd);
+    let (volume_disks, mounts) = super::volumes::attach(&volumes, work, first_volume)?;
+    let guest_config = config(args, &derived, mounts)?;
     let mut cfg = VmConfig::new(&files.kernel, work.join("serial.log"), work.join("run"));
-    cfg.initrd = Some(files.initrd.clone());
-    cfg.cmdline = format!("console=ttyS0 {}", args.append).trim().to_string();
-    cfg.memory_mib = args.memory;
-    cfg.vcpus = args.cpus;
-    cfg.machine = match args.machine {
-        MachineArg::Q35 => Machine::Q35,
-        MachineArg::Microvm => Machine::Microvm,
-    };
-    cfg.nic = nic;
     cfg.disks = vec![
         Disk {
             path: root,
@@ -358,11 +381,28 @@ pub fn vm_config(args: &RunArgs, files: &BootFiles, work: &Path) -> Result<VmCon
             path: overlay,
             read_only: false,
         },
-        Disk {
+    ];
+    let mut append = args.append.clone();
+    if via_initrd {
+        cfg.initrd = Some(initrd_with_config(&files.initrd, &guest_config, work)?);
+        append = format!("hypeman.config=initrd {append}");
+    } else {
+        let config_img = work.join("config.img");
+        disks::config_disk(&guest_config, &config_img)?;
+        cfg.initrd = Some(files.initrd.clone());
+        cfg.disks.push(Disk {
             path: config_img,
             read_only: true,
-        },
-    ];
+        });
+    }
+    cfg.cmdline = format!("console=ttyS0 {append}").trim().to_string();
+    cfg.memory_mib = args.memory;
+    cfg.vcpus = args.cpus;
+    cfg.machine = match args.machine {
+        MachineArg::Q35 => Machine::Q35,
+        MachineArg::Microvm => Machine::Microvm,
+    };
+    cfg.nic = nic;
     cfg.disks.extend(volume_disks);
     Ok(cfg)
 }

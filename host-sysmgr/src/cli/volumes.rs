@@ -12,7 +12,8 @@ use host_sysmgr::vmm::Disk;
 use std::path::{Path, PathBuf};
 
 /// Disks before the volumes: root, overlay, config.
-const FIRST_VOLUME_DISK: usize = 3;
+/// vdd: the first disk after root, overlay and config.
+pub const FIRST_VOLUME_DISK: usize = 3;
 /// virtio-blk names run out at /dev/vdz.
 const MAX_DISKS: usize = 26;
 /// Size of an overlay volume's writable disk, MiB (sparse).
@@ -74,7 +75,11 @@ fn device(index: usize) -> Result<String> {
 
 /// The disks to attach after the config disk and the config entries for
 /// `vols`; overlay layers are created in `work`.
-pub fn attach(vols: &[VolumeArg], work: &Path) -> Result<(Vec<Disk>, Vec<VolumeMount>)> {
+pub fn attach(
+    vols: &[VolumeArg],
+    work: &Path,
+    first: usize,
+) -> Result<(Vec<Disk>, Vec<VolumeMount>)> {
     let mut attached = Vec::new();
     let mut mounts = Vec::new();
     for (i, v) in vols.iter().enumerate() {
@@ -83,7 +88,7 @@ pub fn attach(vols: &[VolumeArg], work: &Path) -> Result<(Vec<Disk>, Vec<VolumeM
         if !meta.is_file() {
             bail!("--volume {}: not a disk image file", v.image.display());
         }
-        let dev = device(FIRST_VOLUME_DISK + attached.len())?;
+        let dev = device(first + attached.len())?;
         let read_only = v.mode != Mode::Rw;
         attached.push(Disk {
             path: v.image.clone(),
@@ -95,7 +100,7 @@ pub fn attach(vols: &[VolumeArg], work: &Path) -> Result<(Vec<Disk>, Vec<VolumeM
             Mode::Overlay => {
                 let upper = work.join(format!("volume-{i}-overlay.img"));
                 disks::overlay_disk(&upper, OVERLAY_DISK_MIB)?;
-                let od = device(FIRST_VOLUME_DISK + attached.len())?;
+                let od = device(first + attached.len())?;
                 attached.push(Disk {
                     path: upper,
                     read_only: false,
@@ -154,7 +159,7 @@ mod tests {
             parse(&format!("{}:/b:overlay", img.display())).unwrap(),
             parse(&format!("{}:/c", img.display())).unwrap(),
         ];
-        let (d, m) = attach(&vols, dir.path()).unwrap();
+        let (d, m) = attach(&vols, dir.path(), FIRST_VOLUME_DISK).unwrap();
         let devs: Vec<(&str, Option<&str>)> = m
             .iter()
             .map(|m| (m.device.as_str(), m.overlay_device.as_deref()))
@@ -173,13 +178,13 @@ mod tests {
         );
         assert!(d[2].path.starts_with(dir.path()));
         vols[0].image = dir.path().into();
-        assert!(attach(&vols, dir.path())
+        assert!(attach(&vols, dir.path(), FIRST_VOLUME_DISK)
             .unwrap_err()
             .to_string()
             .contains("not a disk image file"));
         vols[0].image = img;
         let many: Vec<VolumeArg> = (0..24).map(|_| vols[0].clone()).collect();
-        assert!(attach(&many, dir.path())
+        assert!(attach(&many, dir.path(), FIRST_VOLUME_DISK)
             .unwrap_err()
             .to_string()
             .contains("too many volumes"));

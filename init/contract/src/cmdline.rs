@@ -7,7 +7,7 @@
 //! | `hypeman.console=<dev>\|inherit` | — | override the console; `inherit` keeps the fds init was given |
 //! | `hypeman.root=<dev>` | `/dev/vda` | image root disk |
 //! | `hypeman.overlay=<dev>\|tmpfs` | `/dev/vdb` | writable overlay disk, or a tmpfs upper layer |
-//! | `hypeman.config=<dev>` | `/dev/vdc` (`/dev/vdb` with a tmpfs overlay) | config disk |
+//! | `hypeman.config=<dev>\|initrd` | `/dev/vdc` (`/dev/vdb` with a tmpfs overlay) | config disk; `initrd`: read `/config.json` from the initramfs (an archive appended by the host) and attach no config disk |
 //! | `hypeman.device_timeout_ms=<n>` | 10000 | how long to wait for disks |
 //! | `hypeman.agent_timeout_ms=<n>` | 10000 | how long to wait for the agent's readiness |
 //! | `hypeman.modules=0` | 1 | do not load kernel modules |
@@ -28,6 +28,9 @@ pub struct Options {
     pub overlay_dev: Option<String>,
     /// Config disk.
     pub config_dev: String,
+    /// `hypeman.config=initrd`: config.json comes from the initramfs, and
+    /// there is no config disk to wait for.
+    pub config_initrd: bool,
     /// Bound on the wait for disks.
     pub device_timeout: Duration,
     /// Bound on the wait for the agent's readiness.
@@ -103,6 +106,7 @@ impl Options {
             root_dev: "/dev/vda".into(),
             overlay_dev: Some("/dev/vdb".into()),
             config_dev: String::new(),
+            config_initrd: false,
             device_timeout: DEFAULT_TIMEOUT,
             agent_timeout: DEFAULT_TIMEOUT,
             load_modules: true,
@@ -127,8 +131,13 @@ impl Options {
                     o.overlay_dev = (val != "tmpfs").then(|| dev_path(val));
                     o.explicit[1] = true;
                 }
+                "hypeman.config" if val == "initrd" => {
+                    o.config_initrd = true;
+                    o.explicit[2] = true;
+                }
                 "hypeman.config" => {
                     config = Some(dev_path(val));
+                    o.config_initrd = false;
                     o.explicit[2] = true;
                 }
                 "hypeman.device_timeout_ms" => o.device_timeout = millis(val, DEFAULT_TIMEOUT),
@@ -162,6 +171,15 @@ mod tests {
         assert_eq!(o.config_dev, "/dev/vdc");
         assert!(o.load_modules);
         assert_eq!(o.device_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn config_from_the_initramfs() {
+        let o = Options::parse("hypeman.config=initrd");
+        assert!(o.config_initrd && o.explicit[2]);
+        let o = Options::parse("hypeman.config=initrd hypeman.config=vdd");
+        assert!(!o.config_initrd);
+        assert_eq!(o.config_dev, "/dev/vdd");
     }
 
     #[test]

@@ -342,6 +342,48 @@ fn mount_disks<S: Sys>(sys: &mut S, ctx: &mut Ctx) -> Result<(), BootError> {
 }
 
 fn read_config<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<Config, BootError> {
+    let (path, bytes) = if ctx.opts.config_initrd {
+        config_from_initrd(sys, ctx)?
+    } else {
+        config_from_disk(sys, ctx)?
+    };
+    let parsed = config::parse_config(&bytes)
+        .map_err(|e| BootError::ConfigInvalid(Failed::new(path.clone(), e)))?;
+    for key in &parsed.unknown_keys {
+        report::info(
+            sys,
+            "config",
+            &format!("warning: unknown key {key:?} ignored"),
+        );
+    }
+    report_unsupported(sys, &parsed.config);
+    Ok(parsed.config)
+}
+
+/// `hypeman.config=initrd`: `/config.json` of the initramfs (read before
+/// the switch; the initramfs, and the file with it, is freed after it).
+fn config_from_initrd<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<(String, Vec<u8>), BootError> {
+    let path = plan::INITRD_CONFIG.to_string();
+    if ctx.kind != BootKind::Initramfs {
+        let why = std::io::Error::other("hypeman.config=initrd needs an initramfs");
+        return Err(BootError::ConfigDisk(Failed::new(
+            format!("read {path}"),
+            why,
+        )));
+    }
+    // One byte over the limit, so the parser refuses it with the limit named.
+    let bytes = sys
+        .read_regular(&path, config::MAX_CONFIG_BYTES + 1)
+        .map_err(|e| BootError::ConfigDisk(Failed::new(format!("read {path}"), e)))?;
+    report::info(
+        sys,
+        "config",
+        "config.json from the initramfs (hypeman.config=initrd)",
+    );
+    Ok((path, bytes))
+}
+
+fn config_from_disk<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<(String, Vec<u8>), BootError> {
     let m = plan::config_mount(&ctx.opts, &ctx.layout);
     let _ = sys.mkdir_all(&m.target);
     sys.mount(&m).map_err(|e| {
@@ -355,17 +397,7 @@ fn read_config<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<Config, BootError> {
     let bytes = sys.read_regular(&path, config::MAX_CONFIG_BYTES + 1);
     let _ = sys.umount(&m.target, true);
     let bytes = bytes.map_err(|e| BootError::ConfigDisk(Failed::new(format!("read {path}"), e)))?;
-    let parsed = config::parse_config(&bytes)
-        .map_err(|e| BootError::ConfigInvalid(Failed::new(path.clone(), e)))?;
-    for key in &parsed.unknown_keys {
-        report::info(
-            sys,
-            "config",
-            &format!("warning: unknown key {key:?} ignored"),
-        );
-    }
-    report_unsupported(sys, &parsed.config);
-    Ok(parsed.config)
+    Ok((path, bytes))
 }
 
 /// Features of the contract this init does not serve yet: one ERROR line each,

@@ -131,9 +131,15 @@ pub fn devices(o: &Options, kind: BootKind) -> Vec<String> {
         devs.push(o.root_dev.clone());
     }
     devs.extend(o.overlay_dev.clone());
-    devs.push(o.config_dev.clone());
+    if !o.config_initrd {
+        devs.push(o.config_dev.clone());
+    }
     devs
 }
+
+/// Where `hypeman.config=initrd` finds config.json: the initramfs root
+/// (the host appends a second archive holding it).
+pub const INITRD_CONFIG: &str = "/config.json";
 
 /// The upper layer: the overlay disk (ext4) or a tmpfs.
 pub fn overlay_mount(o: &Options, l: &Layout) -> Mount {
@@ -257,6 +263,8 @@ mod tests {
         assert_eq!(devices(&o, BootKind::Direct), ["/dev/vdb", "/dev/vdc"]);
         let t = Options::parse("hypeman.overlay=tmpfs");
         assert_eq!(devices(&t, BootKind::Initramfs), ["/dev/vda", "/dev/vdb"]);
+        let i = Options::parse("hypeman.config=initrd");
+        assert_eq!(devices(&i, BootKind::Initramfs), ["/dev/vda", "/dev/vdb"]);
         assert_eq!(
             overlay_mount(&t, &Layout::new(BootKind::Initramfs)).fstype,
             "tmpfs"

@@ -1576,3 +1576,46 @@ fn a_sigterm_while_the_ca_tool_runs_reaches_the_app_once_it_starts() {
     );
     assert!(index(&f, "spawn /bin/app") < index(&f, "kill "));
 }
+
+fn run_cmdline(f: &mut FakeSys, cmdline: &str) -> (i32, String) {
+    let inputs = Inputs {
+        cmdline_override: Some(cmdline.into()),
+        test_mode: false,
+        start: Duration::ZERO,
+    };
+    run(f, &inputs)
+}
+
+#[test]
+fn config_from_the_initramfs_needs_no_config_disk() {
+    let mut f = ready_fake("{}");
+    f.files.remove(CONFIG);
+    f.file(plan::INITRD_CONFIG, MINIMAL.as_bytes());
+    let (code, _) = run_cmdline(&mut f, "console=ttyS0 hypeman.config=initrd");
+    assert_eq!(code, 0, "{}", f.console);
+    index(&f, "wait /dev/vda,/dev/vdb 10000ms");
+    assert!(
+        f.calls.iter().all(|c| !c.contains("/mnt/config")),
+        "{:#?}",
+        f.calls
+    );
+    assert!(
+        f.console.contains("config.json from the initramfs"),
+        "{}",
+        f.console
+    );
+    index(&f, "spawn /bin/app");
+}
+
+#[test]
+fn config_from_the_initramfs_missing_or_in_a_direct_boot_is_a_config_failure() {
+    let mut f = ready_fake(MINIMAL);
+    run_cmdline(&mut f, "console=ttyS0 hypeman.config=initrd");
+    assert_init_failure(&f, InitFailure::ConfigDisk, "read /config.json");
+    let mut f = ready_fake(MINIMAL);
+    f.root_magic = 0xEF53;
+    f.files.remove("/dev/vda");
+    f.file(plan::INITRD_CONFIG, MINIMAL.as_bytes());
+    run_cmdline(&mut f, "console=ttyS0 hypeman.config=initrd");
+    assert_init_failure(&f, InitFailure::ConfigDisk, "needs an initramfs");
+}
