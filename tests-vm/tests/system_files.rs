@@ -307,7 +307,7 @@ fn a_detached_instance_pins_its_versions_until_it_is_removed() -> Result<()> {
 }
 
 #[test]
-fn config_via_the_initramfs_boots_without_a_config_disk() -> Result<()> {
+fn config_via_the_initramfs_or_vsock_boots_without_a_config_disk() -> Result<()> {
     let work = tempfile::tempdir()?;
     let data = work.path().join("data");
     let kdir = kernel_build()?.display().to_string();
@@ -330,33 +330,35 @@ fn config_via_the_initramfs_boots_without_a_config_disk() -> Result<()> {
     let r = rootfs.display().to_string();
     let v = format!("{}:/data:ro", vol.display());
     let script = "cat /data/hello; ls /dev/vdd 2>/dev/null || echo no-vdd; exit 6";
-    let args = [
-        "run",
-        "--config-via",
-        "initrd",
-        "--volume",
-        &v,
-        "--rootfs",
-        &r,
-        "--",
-        "/bin/sh",
-        "-c",
-        script,
+    let sources = [
+        ("initrd", "config.json from the initramfs"),
+        ("vsock", "config.json from the host over vsock 2:2223"),
     ];
-    let out = output(host_sysmgr(&data, &args, &[])?)?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    ensure!(
-        out.status.code() == Some(6),
-        "{:?}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for want in [
-        "config.json from the initramfs",
-        "from the volume",
-        "no-vdd",
-    ] {
-        ensure!(stdout.contains(want), "{want}:\n{stdout}");
+    for (via, source) in sources {
+        let args = [
+            "run",
+            "--config-via",
+            via,
+            "--volume",
+            &v,
+            "--rootfs",
+            &r,
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ];
+        let out = output(host_sysmgr(&data, &args, &[])?)?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.code() == Some(6),
+            "{via}: {:?}\n{stdout}\n{stderr}",
+            out.status
+        );
+        for want in [source, "from the volume", "no-vdd"] {
+            ensure!(stdout.contains(want), "{via}: {want}:\n{stdout}");
+        }
     }
     Ok(())
 }

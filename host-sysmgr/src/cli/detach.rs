@@ -3,7 +3,7 @@
 //! they die with it — and records how the VM ended. The command returns
 //! once the monitor reports the VM started.
 
-use super::run::{attach_vsock, boot_files, vm_config, RunArgs};
+use super::run::{attach_vsock, boot_files, serve_config, vm_config, ConfigVia, RunArgs};
 use anyhow::{bail, Context, Result};
 use host_sysmgr::instance::{self, InstanceInfo, Store};
 use host_sysmgr::vmm::qemu::Qemu;
@@ -155,6 +155,14 @@ fn start_vm(
     name: &str,
 ) -> Result<(Vm, host_sysmgr::vmm::vhost_vsock::VhostVsock)> {
     let vhost = attach_vsock(cfg)?;
+    if args.config_via == ConfigVia::Vsock {
+        let work = cfg
+            .serial_log
+            .parent()
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        serve_config(cfg, &work)?;
+    }
     let vm = Vm::start(cfg, &Qemu::detect())?;
     let pid = vm
         .pid()

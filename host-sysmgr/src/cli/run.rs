@@ -120,8 +120,9 @@ pub struct RunArgs {
     #[arg(long = "volume", short = 'v', value_name = "IMG:/PATH[:ro|rw|overlay]")]
     pub(crate) volume: Vec<String>,
     /// How config.json reaches the guest: on a config disk (vdc, as a
-    /// hypeman host does), or in an archive appended to the initramfs
-    /// (`hypeman.config=initrd`: one virtio disk and one mount fewer).
+    /// hypeman host does), in an archive appended to the initramfs
+    /// (`hypeman.config=initrd`), or from host-sysmgr over vsock port 2223
+    /// (`hypeman.config=vsock:2223`); the last two need no config disk.
     #[arg(long, value_enum, default_value = "disk")]
     pub(crate) config_via: ConfigVia,
     /// The command (argv) to run in the guest (with an OCI image: replaces
@@ -136,6 +137,35 @@ pub(crate) enum ConfigVia {
     Disk,
     /// An archive appended to the initramfs.
     Initrd,
+    /// Served over vsock (port [`CONFIG_VSOCK_PORT`]).
+    Vsock,
+}
+
+/// The vsock port init reads config.json from with `--config-via vsock`.
+pub const CONFIG_VSOCK_PORT: u32 = 2223;
+
+/// Serves `work/config.json` to every guest connection on
+/// [`CONFIG_VSOCK_PORT`] (vhost-device-vsock hands a guest's connection to
+/// host port P to the Unix socket `<uds>_P`), from a thread that lives as
+/// long as the process.
+pub fn serve_config(cfg: &VmConfig, work: &Path) -> Result<()> {
+    let json = std::fs::read(work.join("config.json")).context("read the config to serve")?;
+    let uds = cfg
+        .vsock
+        .as_ref()
+        .context("no vsock to serve the config on")?
+        .uds_path
+        .clone();
+    let path = PathBuf::from(format!("{}_{CONFIG_VSOCK_PORT}", uds.display()));
+    let listener = std::os::unix::net::UnixListener::bind(&path)
+        .with_context(|| format!("listen on {}", path.display()))?;
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut conn = conn;
+            let _ = conn.write_all(&json);
+        }
+    });
+    Ok(())
 }
 
 /// `base` with a second newc archive appended that holds `/config.json`
@@ -368,7 +398,8 @@ pub fn vm_config(args: &RunArgs, files: &BootFiles, work: &Path) -> Result<VmCon
     let overlay = work.join("overlay.img");
     disks::overlay_disk(&overlay, 256)?;
     let via_initrd = args.config_via == ConfigVia::Initrd;
-    let first_volume = super::volumes::FIRST_VOLUME_DISK - usize::from(via_initrd);
+    let no_disk = args.config_via != ConfigVia::Disk;
+    let first_volume = super::volumes::FIRST_VOLUME_DISK - usize::from(no_disk);
     let (volume_disks, mounts) = super::volumes::attach(&volumes, work, first_volume)?;
     let guest_config = config(args, &derived, mounts)?;
     let mut cfg = VmConfig::new(&files.kernel, work.join("serial.log"), work.join("run"));
@@ -386,6 +417,11 @@ pub fn vm_config(args: &RunArgs, files: &BootFiles, work: &Path) -> Result<VmCon
     if via_initrd {
         cfg.initrd = Some(initrd_with_config(&files.initrd, &guest_config, work)?);
         append = format!("hypeman.config=initrd {append}");
+    } else if no_disk {
+        // Served by `serve_config` once vsock is attached.
+        std::fs::write(work.join("config.json"), guest_config.to_hypeman_json())?;
+        cfg.initrd = Some(files.initrd.clone());
+        append = format!("hypeman.config=vsock:{CONFIG_VSOCK_PORT} {append}");
     } else {
         let config_img = work.join("config.img");
         disks::config_disk(&guest_config, &config_img)?;
@@ -485,11 +521,15 @@ fn foreground(args: &RunArgs) -> Result<u8> {
         .tempdir()?;
     let files = boot_files(args)?;
     let mut cfg = vm_config(args, &files, work.path())?;
-    let _vhost = if args.vsock {
+    let via_vsock = args.config_via == ConfigVia::Vsock;
+    let _vhost = if args.vsock || via_vsock {
         Some(attach_vsock(&mut cfg)?)
     } else {
         None
     };
+    if via_vsock {
+        serve_config(&cfg, work.path())?;
+    }
     let mut vm = Vm::start(&cfg, &Qemu::detect())?;
     let deadline = host_sysmgr::deadline::after(Duration::from_secs(args.timeout));
     let mut pos = 0;

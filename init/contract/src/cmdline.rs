@@ -7,7 +7,7 @@
 //! | `hypeman.console=<dev>\|inherit` | — | override the console; `inherit` keeps the fds init was given |
 //! | `hypeman.root=<dev>` | `/dev/vda` | image root disk |
 //! | `hypeman.overlay=<dev>\|tmpfs` | `/dev/vdb` | writable overlay disk, or a tmpfs upper layer |
-//! | `hypeman.config=<dev>\|initrd` | `/dev/vdc` (`/dev/vdb` with a tmpfs overlay) | config disk; `initrd`: read `/config.json` from the initramfs (an archive appended by the host) and attach no config disk |
+//! | `hypeman.config=<dev>\|initrd\|vsock:<port>` | `/dev/vdc` (`/dev/vdb` with a tmpfs overlay) | config disk; `initrd`: read `/config.json` from the initramfs (an archive appended by the host); `vsock:<port>`: read it from the host (CID 2) on that port, within `hypeman.device_timeout_ms`; no config disk with either |
 //! | `hypeman.device_timeout_ms=<n>` | 10000 | how long to wait for disks |
 //! | `hypeman.agent_timeout_ms=<n>` | 10000 | how long to wait for the agent's readiness |
 //! | `hypeman.modules=0` | 1 | do not load kernel modules |
@@ -31,6 +31,9 @@ pub struct Options {
     /// `hypeman.config=initrd`: config.json comes from the initramfs, and
     /// there is no config disk to wait for.
     pub config_initrd: bool,
+    /// `hypeman.config=vsock:<port>`: config.json comes from the host over
+    /// vsock on this port, and there is no config disk to wait for.
+    pub config_vsock: Option<u32>,
     /// Bound on the wait for disks.
     pub device_timeout: Duration,
     /// Bound on the wait for the agent's readiness.
@@ -107,6 +110,7 @@ impl Options {
             overlay_dev: Some("/dev/vdb".into()),
             config_dev: String::new(),
             config_initrd: false,
+            config_vsock: None,
             device_timeout: DEFAULT_TIMEOUT,
             agent_timeout: DEFAULT_TIMEOUT,
             load_modules: true,
@@ -131,13 +135,15 @@ impl Options {
                     o.overlay_dev = (val != "tmpfs").then(|| dev_path(val));
                     o.explicit[1] = true;
                 }
-                "hypeman.config" if val == "initrd" => {
-                    o.config_initrd = true;
-                    o.explicit[2] = true;
-                }
                 "hypeman.config" => {
-                    config = Some(dev_path(val));
-                    o.config_initrd = false;
+                    let port = val.strip_prefix("vsock:").map(str::parse::<u32>);
+                    (o.config_initrd, o.config_vsock) = (val == "initrd", None);
+                    match port {
+                        Some(Ok(p)) => o.config_vsock = Some(p),
+                        Some(Err(_)) => o.unknown.push(word.clone()),
+                        None if val == "initrd" => {}
+                        None => config = Some(dev_path(val)),
+                    }
                     o.explicit[2] = true;
                 }
                 "hypeman.device_timeout_ms" => o.device_timeout = millis(val, DEFAULT_TIMEOUT),
@@ -180,6 +186,11 @@ mod tests {
         let o = Options::parse("hypeman.config=initrd hypeman.config=vdd");
         assert!(!o.config_initrd);
         assert_eq!(o.config_dev, "/dev/vdd");
+        let o = Options::parse("hypeman.config=vsock:2223");
+        assert_eq!((o.config_vsock, o.config_initrd), (Some(2223), false));
+        let o = Options::parse("hypeman.config=vsock:x");
+        assert_eq!(o.config_vsock, None);
+        assert_eq!(o.unknown, ["hypeman.config=vsock:x"]);
     }
 
     #[test]

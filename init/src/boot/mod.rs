@@ -342,7 +342,9 @@ fn mount_disks<S: Sys>(sys: &mut S, ctx: &mut Ctx) -> Result<(), BootError> {
 }
 
 fn read_config<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<Config, BootError> {
-    let (path, bytes) = if ctx.opts.config_initrd {
+    let (path, bytes) = if let Some(port) = ctx.opts.config_vsock {
+        config_from_vsock(sys, ctx, port)?
+    } else if ctx.opts.config_initrd {
         config_from_initrd(sys, ctx)?
     } else {
         config_from_disk(sys, ctx)?
@@ -381,6 +383,27 @@ fn config_from_initrd<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<(String, Vec<u8>
         "config.json from the initramfs (hypeman.config=initrd)",
     );
     Ok((path, bytes))
+}
+
+/// `hypeman.config=vsock:<port>`: what the host sends on that port (CID 2),
+/// within the device timeout.
+fn config_from_vsock<S: Sys>(
+    sys: &mut S,
+    ctx: &Ctx,
+    port: u32,
+) -> Result<(String, Vec<u8>), BootError> {
+    let what = format!("vsock 2:{port}");
+    let bytes = sys
+        .vsock_fetch(port, config::MAX_CONFIG_BYTES + 1, ctx.opts.device_timeout)
+        .map_err(|e| {
+            BootError::ConfigDisk(Failed::new(format!("read config.json from {what}"), e))
+        })?;
+    report::info(
+        sys,
+        "config",
+        &format!("config.json from the host over {what}"),
+    );
+    Ok((what, bytes))
 }
 
 fn config_from_disk<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<(String, Vec<u8>), BootError> {

@@ -131,7 +131,7 @@ pub fn devices(o: &Options, kind: BootKind) -> Vec<String> {
         devs.push(o.root_dev.clone());
     }
     devs.extend(o.overlay_dev.clone());
-    if !o.config_initrd {
+    if !o.config_initrd && o.config_vsock.is_none() {
         devs.push(o.config_dev.clone());
     }
     devs

@@ -1619,3 +1619,29 @@ fn config_from_the_initramfs_missing_or_in_a_direct_boot_is_a_config_failure() {
     run_cmdline(&mut f, "console=ttyS0 hypeman.config=initrd");
     assert_init_failure(&f, InitFailure::ConfigDisk, "needs an initramfs");
 }
+
+#[test]
+fn config_from_the_host_over_vsock() {
+    let mut f = ready_fake("{}");
+    f.files.remove(CONFIG);
+    f.vsock_served.insert(2223, MINIMAL.as_bytes().to_vec());
+    let (code, _) = run_cmdline(&mut f, "console=ttyS0 hypeman.config=vsock:2223");
+    assert_eq!(code, 0, "{}", f.console);
+    index(&f, "wait /dev/vda,/dev/vdb 10000ms");
+    index(&f, "vsock_fetch 2:2223 10000ms");
+    assert!(
+        f.calls.iter().all(|c| !c.contains("/mnt/config")),
+        "{:#?}",
+        f.calls
+    );
+    assert!(
+        f.console
+            .contains("config.json from the host over vsock 2:2223"),
+        "{}",
+        f.console
+    );
+    // Nobody serving: a config failure naming the port.
+    let mut f = ready_fake(MINIMAL);
+    run_cmdline(&mut f, "console=ttyS0 hypeman.config=vsock:9");
+    assert_init_failure(&f, InitFailure::ConfigDisk, "vsock 2:9");
+}

@@ -21,6 +21,8 @@ fn fd() -> OwnedFd {
 pub struct FakeSys {
     /// Every effect, in order, as a short text.
     pub calls: Vec<String>,
+    /// What the host serves on each vsock port.
+    pub vsock_served: BTreeMap<u32, Vec<u8>>,
     /// Console output.
     pub console: String,
     /// Files and devices with their contents.
@@ -357,6 +359,14 @@ impl Sys for FakeSys {
     }
     fn net_default_route(&mut self, index: u32, gw: IpAddr) -> io::Result<()> {
         self.net_call("route", format!("net route {index} via {gw}"))
+    }
+    fn vsock_fetch(&mut self, port: u32, limit: usize, timeout: Duration) -> io::Result<Vec<u8>> {
+        self.record(format!("vsock_fetch 2:{port} {}ms", timeout.as_millis()));
+        let data = self
+            .vsock_served
+            .get(&port)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::ConnectionRefused))?;
+        Ok(data[..limit.min(data.len())].to_vec())
     }
 }
 

@@ -237,6 +237,10 @@ pub trait Sys {
     fn net_add_address(&mut self, index: u32, addr: IpAddr, prefix: u8) -> io::Result<()>;
     /// Replaces the default route of `gw`'s family: via `gw` on link `index`.
     fn net_default_route(&mut self, index: u32, gw: IpAddr) -> io::Result<()>;
+    /// Connects to the host (vsock CID 2) on `port`, retrying until
+    /// `timeout`, and reads what it sends until it closes, at most `limit`
+    /// bytes.
+    fn vsock_fetch(&mut self, port: u32, limit: usize, timeout: Duration) -> io::Result<Vec<u8>>;
 }
 
 /// Why a child could not be started. The cause is the `source`, never part

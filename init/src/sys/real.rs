@@ -413,6 +413,52 @@ impl Sys for RealSys {
     fn net_default_route(&mut self, index: u32, gw: IpAddr) -> io::Result<()> {
         super::netlink::Rtnl::open()?.default_route(index, gw)
     }
+
+    fn vsock_fetch(&mut self, port: u32, limit: usize, timeout: Duration) -> io::Result<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match vsock_once(port, limit, deadline) {
+                Ok(data) => return Ok(data),
+                // Nobody listening yet (the host side, or the backend, starts
+                // late): try again until the deadline.
+                Err(e) if Instant::now() < deadline && e.raw_os_error() != Some(libc::EAGAIN) => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// One connection to the host on `port`: everything it sends until it
+/// closes, at most `limit` bytes, by `deadline`.
+fn vsock_once(port: u32, limit: usize, deadline: Instant) -> io::Result<Vec<u8>> {
+    use nix::sys::socket::{
+        connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, VsockAddr,
+    };
+    let fd = socket(
+        AddressFamily::Vsock,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    connect(fd.as_raw_fd(), &VsockAddr::new(libc::VMADDR_CID_HOST, port))?;
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    setsockopt(
+        &fd,
+        sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::from(libc::timeval {
+            tv_sec: left.as_secs().try_into().unwrap_or(libc::time_t::MAX),
+            tv_usec: left.subsec_micros().into(),
+        }),
+    )?;
+    let mut data = Vec::new();
+    fs::File::from(fd)
+        .take(u64::try_from(limit).unwrap_or(u64::MAX))
+        .read_to_end(&mut data)?;
+    Ok(data)
 }
 
 enum ButtonCheck {
