@@ -362,3 +362,68 @@ fn config_via_the_initramfs_or_vsock_boots_without_a_config_disk() -> Result<()>
     }
     Ok(())
 }
+
+/// systemd mode with a stand-in init system (a busybox script as
+/// /sbin/init): it runs as PID 1 and finds hypeman's units, their enabling
+/// links, the masked serial getty and the env file; the full systemd boot is
+/// a test of its own.
+#[test]
+fn systemd_mode_hands_pid_1_to_the_images_init_with_the_units_in_place() -> Result<()> {
+    let work = tempfile::tempdir()?;
+    let data = work.path().join("data");
+    let kdir = kernel_build()?.display().to_string();
+    ok(host_sysmgr(&data, &["kernel", "import", &kdir], &[])?)?;
+    let rootfs = work.path().join("root");
+    std::fs::create_dir(&rootfs)?;
+    tests_vm::rootfs::populate(&rootfs, Flavor::Busybox)?;
+    std::fs::create_dir_all(rootfs.join("sbin"))?;
+    let script = "#!/bin/sh\n\
+        echo \"pid=$$\"\n\
+        B=/bin/busybox\n\
+        $B head -2 /etc/systemd/system/hypeman-agent.service\n\
+        $B readlink /etc/systemd/system/multi-user.target.wants/hypeman-agent.service\n\
+        $B readlink /etc/systemd/system/serial-getty@ttyS0.service\n\
+        $B cat /etc/hypeman/env\n\
+        $B test -x /opt/hypeman/guest-agent && echo agent-staged\n\
+        /bin/busybox poweroff -f\n";
+    std::fs::write(rootfs.join("sbin/init"), script)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        rootfs.join("sbin/init"),
+        std::fs::Permissions::from_mode(0o755),
+    )?;
+    let r = rootfs.display().to_string();
+    let args = [
+        "run",
+        "--init-mode",
+        "systemd",
+        "--env",
+        "GREETING=hi there",
+        "--rootfs",
+        &r,
+        "--",
+        "/sbin/init",
+    ];
+    let out = output(host_sysmgr(&data, &args, &[])?)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.code() == Some(0),
+        "{:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "mode=systemd",
+        "pid=1",
+        "[Unit]",
+        "Description=Hypeman Guest Agent",
+        "../hypeman-agent.service",
+        "/dev/null",
+        "GREETING='hi there'",
+        "HOME=/root",
+        "agent-staged",
+    ] {
+        ensure!(stdout.contains(want), "{want:?} missing:\n{stdout}");
+    }
+    Ok(())
+}

@@ -42,7 +42,7 @@ fn random_name() -> String {
 /// Builds the disks, forks the monitor and waits for its word.
 fn start_monitor(args: &RunArgs, store: &Store, name: &str, dir: &Path) -> Result<()> {
     let files = boot_files(args)?;
-    let mut cfg = vm_config(args, &files, dir)?;
+    let (mut cfg, systemd) = vm_config(args, &files, dir)?;
     // Close-on-exec: the VMM must not inherit the write end (the parent reads
     // until every copy of it is closed).
     let (read_end, write_end) =
@@ -52,7 +52,8 @@ fn start_monitor(args: &RunArgs, store: &Store, name: &str, dir: &Path) -> Resul
     match unsafe { nix::unistd::fork() }.context("fork the monitor")? {
         nix::unistd::ForkResult::Child => {
             drop(read_end);
-            let code = monitor(&mut cfg, args, store, name, write_end);
+            let mode = if systemd { "systemd" } else { "exec" };
+            let code = monitor(&mut cfg, args, (store, name, mode), write_end);
             std::process::exit(code)
         }
         nix::unistd::ForkResult::Parent { .. } => {
@@ -74,8 +75,7 @@ fn start_monitor(args: &RunArgs, store: &Store, name: &str, dir: &Path) -> Resul
 fn monitor(
     cfg: &mut host_sysmgr::vmm::VmConfig,
     args: &RunArgs,
-    store: &Store,
-    name: &str,
+    (store, name, mode): (&Store, &str, &str),
     report: OwnedFd,
 ) -> i32 {
     let mut report = std::fs::File::from(report);
@@ -84,7 +84,7 @@ fn monitor(
         let _ = write!(report, "{e:#}");
         return 1;
     }
-    let started = start_vm(cfg, args, name);
+    let started = start_vm(cfg, args, name, mode);
     let (mut vm, _vhost) = match started {
         Ok(v) => v,
         Err(e) => {
@@ -153,6 +153,7 @@ fn start_vm(
     cfg: &mut host_sysmgr::vmm::VmConfig,
     args: &RunArgs,
     name: &str,
+    mode: &str,
 ) -> Result<(Vm, host_sysmgr::vmm::vhost_vsock::VhostVsock)> {
     let vhost = attach_vsock(cfg)?;
     if args.config_via == ConfigVia::Vsock {
@@ -178,7 +179,7 @@ fn start_vm(
         serial_log: cfg.serial_log.clone(),
         command: args.command.clone(),
         created: instance::now(),
-        mode: "exec".into(),
+        mode: mode.into(),
     };
     let dir = cfg.serial_log.parent().unwrap_or(Path::new("."));
     instance::write_json(&dir.join("instance.json"), &info)?;

@@ -307,8 +307,13 @@ pub fn stat(target: &str, follow_links: bool, json: bool) -> Result<u8> {
 /// `stop NAME [--timeout S]`: the graceful stop, then the instance is removed.
 pub fn stop(name: &str, timeout: u64) -> Result<u8> {
     let inst = store().open(name)?;
+    let kind = match inst.info.mode.as_str() {
+        "systemd" => stop::GuestKind::Systemd,
+        _ => stop::GuestKind::Exec,
+    };
     let opts = StopOptions {
         agent: inst.agent_dialer(),
+        kind,
         timeout: Duration::from_secs(timeout),
         ..StopOptions::default()
     };

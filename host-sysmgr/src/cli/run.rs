@@ -119,6 +119,11 @@ pub struct RunArgs {
     /// the first is /dev/vdd. ext4, xfs, erofs, squashfs or btrfs.
     #[arg(long = "volume", short = 'v', value_name = "IMG:/PATH[:ro|rw|overlay]")]
     pub(crate) volume: Vec<String>,
+    /// exec (init runs the app and reports its exit) or systemd (the
+    /// image's init system becomes PID 1). Default: systemd for an image
+    /// whose command is /sbin/init or systemd, else exec.
+    #[arg(long, value_enum)]
+    pub(crate) init_mode: Option<InitModeArg>,
     /// How config.json reaches the guest: on a config disk (vdc, as a
     /// hypeman host does), in an archive appended to the initramfs
     /// (`hypeman.config=initrd`), or from host-sysmgr over vsock port 2223
@@ -129,6 +134,22 @@ pub struct RunArgs {
     /// its cmd; optional then).
     #[arg(last = true)]
     pub(crate) command: Vec<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum InitModeArg {
+    /// init runs the app as its child.
+    Exec,
+    /// The image's init system becomes PID 1.
+    Systemd,
+}
+
+/// Whether the guest runs systemd as PID 1 (its graceful stop differs).
+pub fn is_systemd(args: &RunArgs, derived: &Derived) -> bool {
+    match args.init_mode {
+        Some(m) => m == InitModeArg::Systemd,
+        None => derived.systemd,
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -261,8 +282,8 @@ fn oci_root(args: &RunArgs, reference: &str) -> Result<Root> {
     let (_, img) = host_sysmgr::image::prepare(&layout, reference, &access, fs)
         .with_context(|| format!("image {reference}"))?;
     let derived = derive(&img.config, &overrides(args)?);
-    if derived.systemd {
-        eprintln!("host-sysmgr: {reference} runs an init system (systemd mode): not served yet; booting it in exec mode");
+    if derived.systemd && args.init_mode.is_none() {
+        eprintln!("host-sysmgr: {reference} runs an init system: systemd mode");
     }
     if derived.cmd.is_empty() && derived.entrypoint.is_empty() {
         bail!("{reference} has no entrypoint or cmd: give the command after --");
@@ -311,6 +332,7 @@ const GUEST_GW: &str = "10.0.2.2";
 fn config(args: &RunArgs, d: &Derived, volumes: Vec<VolumeMount>) -> Result<Config> {
     let net = wants_net(args);
     Ok(Config {
+        init_mode: is_systemd(args, d).then_some(guest_contract::config::InitMode::Systemd),
         volume_mounts: (!volumes.is_empty()).then_some(volumes),
         entrypoint: (!d.entrypoint.is_empty()).then(|| d.entrypoint.clone()),
         cmd: Some(d.cmd.clone()),
@@ -377,7 +399,9 @@ pub fn boot_files(args: &RunArgs) -> Result<BootFiles> {
 }
 
 /// The VM of `args`, its disks built in `work`.
-pub fn vm_config(args: &RunArgs, files: &BootFiles, work: &Path) -> Result<VmConfig> {
+/// The VM of `args` (its disks built in `work`) and whether its guest runs
+/// systemd as PID 1.
+pub fn vm_config(args: &RunArgs, files: &BootFiles, work: &Path) -> Result<(VmConfig, bool)> {
     let volumes = args
         .volume
         .iter()
@@ -440,7 +464,7 @@ pub fn vm_config(args: &RunArgs, files: &BootFiles, work: &Path) -> Result<VmCon
     };
     cfg.nic = nic;
     cfg.disks.extend(volume_disks);
-    Ok(cfg)
+    Ok((cfg, is_systemd(args, &derived)))
 }
 
 /// Starts a vhost-device-vsock backend for `cfg` (guest CID 3; each VM has
@@ -520,7 +544,7 @@ fn foreground(args: &RunArgs) -> Result<u8> {
         .prefix("host-sysmgr-run-")
         .tempdir()?;
     let files = boot_files(args)?;
-    let mut cfg = vm_config(args, &files, work.path())?;
+    let (mut cfg, _) = vm_config(args, &files, work.path())?;
     let via_vsock = args.config_via == ConfigVia::Vsock;
     let _vhost = if args.vsock || via_vsock {
         Some(attach_vsock(&mut cfg)?)
@@ -557,6 +581,11 @@ fn foreground(args: &RunArgs) -> Result<u8> {
             eprintln!("host-sysmgr: app exited: code={code} ({message})");
             exit_status(code)
         }
+        None if systemd_started(&scan) => {
+            // systemd as PID 1 reports no app exit: it powered the VM off.
+            eprintln!("host-sysmgr: the systemd guest powered off");
+            Ok(0)
+        }
         None => bail!(
             "the VM ended without a HYPEMAN-EXIT line{}",
             vmm_stderr(&cfg.runtime_dir)
@@ -579,6 +608,11 @@ fn record_outcome(files: &BootFiles, scan: &guest_contract::sentinel::TailScan) 
             host_sysmgr::chain(&e)
         ),
     }
+}
+
+/// Whether init handed PID 1 to systemd (`PROGRAM-START … mode=systemd`).
+fn systemd_started(scan: &guest_contract::sentinel::TailScan) -> bool {
+    matches!(&scan.program_start, Some(guest_contract::sentinel::Sentinel::ProgramStart { mode, .. }) if mode == "systemd")
 }
 
 /// The VMM's own stderr, as an indented block to append to an error.

@@ -79,6 +79,10 @@ pub enum BootError {
     /// Starting the app.
     #[error(transparent)]
     Spawn(Failed),
+    /// systemd mode: the units, the env file, or executing the init system
+    /// (reported as a failure to start the app).
+    #[error(transparent)]
+    SystemdMode(Failed),
 }
 
 impl BootError {
@@ -97,7 +101,7 @@ impl BootError {
             BootError::Network(_) => InitFailure::Network,
             BootError::EgressProxy(_) => InitFailure::EgressProxy,
             BootError::Workdir(_) => InitFailure::Workdir,
-            BootError::Spawn(_) => InitFailure::Spawn,
+            BootError::Spawn(_) | BootError::SystemdMode(_) => InitFailure::Spawn,
         }
     }
 

@@ -11,6 +11,7 @@ pub mod plan;
 pub mod report;
 pub mod steps;
 pub mod system;
+pub mod systemd_mode;
 pub mod volumes;
 
 #[cfg(test)]
@@ -113,6 +114,9 @@ pub fn run<S: Sys>(sys: &mut S, inputs: &Inputs) -> (i32, String) {
         return report::fail(sys, &ctx, &e);
     }
     match boot(sys, &mut ctx) {
+        Ok(config) if config.init_mode() == config::InitMode::Systemd => {
+            systemd_mode::run(sys, &mut ctx, &config)
+        }
         Ok(config) => exec_mode::run(sys, &mut ctx, &config),
         Err(e) => report::fail(sys, &ctx, &e),
     }
@@ -431,9 +435,6 @@ fn report_unsupported<S: Sys>(sys: &mut S, c: &Config) {
         report::info(sys, "config", msg);
     }
     let mut missing = Vec::new();
-    if c.init_mode() == config::InitMode::Systemd {
-        missing.push("init_mode=systemd (running exec mode)");
-    }
     let superset = [("kernel_modules", c.kernel_modules.is_some())];
     missing.extend(superset.iter().filter(|(_, set)| *set).map(|(k, _)| *k));
     for m in missing {

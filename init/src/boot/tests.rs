@@ -531,12 +531,63 @@ fn inherit_console_keeps_fds() {
 }
 
 #[test]
-fn unsupported_features_are_reported_not_dropped() {
-    let mut f = ready_fake(r#"{"cmd":["/bin/app"],"init_mode":"systemd"}"#);
+fn kernel_modules_are_reported_not_dropped() {
+    let mut f = ready_fake(r#"{"cmd":["/bin/app"],"kernel_modules":["dummy"]}"#);
     assert_eq!(booted(&mut f).0, 0);
-    assert!(f.console.contains(
-        "[ERROR] [hypeman-init:config] init_mode=systemd (running exec mode) is not supported"
-    ));
+    assert!(f
+        .console
+        .contains("[ERROR] [hypeman-init:config] kernel_modules is not supported"));
+}
+
+#[test]
+fn systemd_mode_writes_the_units_and_hands_pid_1_over() {
+    let cfg = r#"{"cmd":["/lib/systemd/systemd"],"env":{"A":"x y"},"init_mode":"systemd"}"#;
+    let mut f = ready_fake(cfg);
+    let (code, _) = booted(&mut f);
+    assert_eq!(code, 0, "{}", f.console);
+    let unit = "/etc/systemd/system/hypeman-agent.service";
+    assert_eq!(f.files[unit], systemd_mode::AGENT_UNIT.as_bytes());
+    let headers = "/etc/systemd/system/hypeman-kernel-headers.service";
+    assert_eq!(f.files[headers], systemd_mode::HEADERS_UNIT.as_bytes());
+    index(&f, "symlink /etc/systemd/system/multi-user.target.wants/hypeman-agent.service -> ../hypeman-agent.service");
+    index(
+        &f,
+        "symlink /etc/systemd/system/serial-getty@ttyS0.service -> /dev/null",
+    );
+    let env = String::from_utf8_lossy(&f.files[systemd_mode::ENV_FILE]).into_owned();
+    assert!(
+        env.starts_with("A='x y'\n")
+            && env.contains("PATH=/usr/local/sbin:")
+            && env.contains("HOME=/root"),
+        "{env}"
+    );
+    let start = f.console.find("HYPEMAN-PROGRAM-START").expect("start line");
+    assert!(f.console[start..].contains("mode=systemd"), "{}", f.console);
+    let exec = index(&f, "exec_pid1 [\"/lib/systemd/systemd\"]");
+    assert!(
+        f.spawned
+            .iter()
+            .all(|s| !s.argv.iter().any(|a| a.contains("guest-agent"))),
+        "systemd starts the agent"
+    );
+    assert!(exec > index(&f, "write /etc/hypeman/env"));
+    assert!(!f.console.contains("HYPEMAN-EXIT"), "{}", f.console);
+}
+
+#[test]
+fn systemd_mode_skips_and_failures() {
+    let cfg = r#"{"init_mode":"systemd","skip_guest_agent":true,"skip_kernel_headers":true}"#;
+    let mut f = ready_fake(cfg);
+    f.exec_fails = true;
+    booted(&mut f);
+    assert!(!f
+        .files
+        .contains_key("/etc/systemd/system/hypeman-agent.service"));
+    assert!(!f
+        .files
+        .contains_key("/etc/systemd/system/hypeman-kernel-headers.service"));
+    index(&f, "exec_pid1 [\"/sbin/init\"]");
+    assert_init_failure(&f, InitFailure::Spawn, "execute /sbin/init");
 }
 
 #[test]

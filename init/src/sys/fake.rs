@@ -23,6 +23,8 @@ pub struct FakeSys {
     pub calls: Vec<String>,
     /// What the host serves on each vsock port.
     pub vsock_served: BTreeMap<u32, Vec<u8>>,
+    /// `exec_pid1` fails (ENOENT).
+    pub exec_fails: bool,
     /// Console output.
     pub console: String,
     /// Files and devices with their contents.
@@ -359,6 +361,17 @@ impl Sys for FakeSys {
     }
     fn net_default_route(&mut self, index: u32, gw: IpAddr) -> io::Result<()> {
         self.net_call("route", format!("net route {index} via {gw}"))
+    }
+    fn remove_file(&mut self, path: &str) -> io::Result<()> {
+        self.record(format!("remove {path}"));
+        self.files.remove(path).map(drop).ok_or_else(enoent)
+    }
+    fn exec_pid1(&mut self, argv: &[String], env: &[String]) -> io::Result<()> {
+        self.record(format!("exec_pid1 {argv:?} env={}", env.len()));
+        if self.exec_fails {
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        }
+        Ok(())
     }
     fn vsock_fetch(&mut self, port: u32, limit: usize, timeout: Duration) -> io::Result<Vec<u8>> {
         self.record(format!("vsock_fetch 2:{port} {}ms", timeout.as_millis()));

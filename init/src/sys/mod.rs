@@ -237,6 +237,12 @@ pub trait Sys {
     fn net_add_address(&mut self, index: u32, addr: IpAddr, prefix: u8) -> io::Result<()>;
     /// Replaces the default route of `gw`'s family: via `gw` on link `index`.
     fn net_default_route(&mut self, index: u32, gw: IpAddr) -> io::Result<()>;
+    /// Removes a file or symlink (not a folder).
+    fn remove_file(&mut self, path: &str) -> io::Result<()>;
+    /// execve(2) `argv` with `env` in place of init (systemd mode: PID 1
+    /// becomes the image's init system). Returns only on failure — or, in
+    /// the fake, with Ok after recording it.
+    fn exec_pid1(&mut self, argv: &[String], env: &[String]) -> io::Result<()>;
     /// Connects to the host (vsock CID 2) on `port`, retrying until
     /// `timeout`, and reads what it sends until it closes, at most `limit`
     /// bytes.

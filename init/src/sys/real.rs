@@ -414,6 +414,24 @@ impl Sys for RealSys {
         super::netlink::Rtnl::open()?.default_route(index, gw)
     }
 
+    fn remove_file(&mut self, path: &str) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn exec_pid1(&mut self, argv: &[String], env: &[String]) -> io::Result<()> {
+        let c = |s: &String| {
+            CString::new(s.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+        };
+        let argv: Vec<CString> = argv.iter().map(c).collect::<io::Result<_>>()?;
+        let env: Vec<CString> = env.iter().map(c).collect::<io::Result<_>>()?;
+        let prog = argv
+            .first()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // Returns only on failure.
+        let err = nix::unistd::execve(prog, &argv, &env).unwrap_err();
+        Err(io::Error::from(err))
+    }
+
     fn vsock_fetch(&mut self, port: u32, limit: usize, timeout: Duration) -> io::Result<Vec<u8>> {
         let deadline = Instant::now() + timeout;
         loop {
