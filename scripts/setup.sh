@@ -5,7 +5,7 @@
 set -euo pipefail
 
 PACKAGES=(qemu-system-x86 qemu-utils busybox-static e2fsprogs erofs-utils cpio lz4 zstd
-  gzip xz-utils util-linux kmod dpkg apt gcc libc6-dev docker-registry python3 skopeo)
+  gzip xz-utils util-linux kmod dpkg apt gcc libc6-dev docker-registry python3 skopeo debootstrap)
 VHOST_VSOCK_VERSION=0.3.0
 
 missing=()
@@ -30,3 +30,7 @@ bash "$(dirname "$0")/fetch-kernel.sh" >/dev/null
 # The microVM kernel the VM tests boot by default (kernel/; ~6-8 min the
 # first time, then cached under ~/.cache/guestinit-kernel by its inputs).
 bash "$(dirname "$0")/../kernel/build.sh" >/dev/null
+
+# The Debian rootfs with systemd the systemd-mode VM test boots (debootstrap,
+# ~3 min the first time, cached under ~/.cache/guestinit-rootfs by its inputs).
+bash "$(dirname "$0")/debian-rootfs.sh" >/dev/null
