@@ -146,6 +146,15 @@ enum Command {
     },
     /// Make sure the default kernel and the current initrd are installed and
     /// verified (downloading or building what is missing); print their paths.
+    ///
+    /// A warm call takes no lock and reads no artifact (file stamps); two
+    /// processes at once end with one install.
+    ///
+    /// Examples:
+    ///   host-sysmgr ensure
+    ///   host-sysmgr ensure --init target/x86_64-unknown-linux-gnu/release/init \
+    ///       --agent target/x86_64-unknown-linux-gnu/release/guest-agent --json
+    #[command(verbatim_doc_comment)]
     Ensure {
         #[command(flatten)]
         store: cli::system::StoreArgs,
@@ -157,6 +166,8 @@ enum Command {
     },
     /// Remove old kernels and initrds: keeps the newest --keep of each, the
     /// defaults, the rollback targets and every pinned version.
+    ///
+    /// Example: host-sysmgr gc --keep 2 --json
     Gc {
         #[command(flatten)]
         store: cli::system::StoreArgs,
@@ -200,10 +211,17 @@ enum Command {
         #[arg(long)]
         insecure_registry: bool,
     },
-    /// OCI images cached by `run IMAGE`: ls, rm, gc.
+    /// OCI images cached by `run IMAGE`: pull, ls, rm, gc.
     ///
     /// Blobs live in {data}/system/oci-cache/blobs/sha256/, root images in
     /// {data}/system/images/<manifest digest>/.
+    ///
+    /// Examples:
+    ///   host-sysmgr images pull 127.0.0.1:5000/library/busybox:latest
+    ///   host-sysmgr images pull oci-archive:./image.tar:v1
+    ///   host-sysmgr images ls --json
+    ///   host-sysmgr images rm sha256:3f2a9c1b7e40
+    #[command(verbatim_doc_comment)]
     Images {
         #[command(subcommand)]
         cmd: cli::system::ImagesCmd,
@@ -212,6 +230,8 @@ enum Command {
     },
     /// Supported kernel versions, guest-init protocol versions and the
     /// current defaults (for a control plane: use --json).
+    ///
+    /// Example: host-sysmgr versions --json
     Versions {
         #[command(flatten)]
         store: cli::system::StoreArgs,
@@ -226,7 +246,8 @@ const EXIT_FAILURE: u8 = 125;
 /// Interrupted by SIGINT or SIGTERM.
 const EXIT_INTERRUPTED: u8 = 130;
 const EXIT_STATUS: &str = "EXIT STATUS:
-  0-255  run: the app's own exit code, from the guest's HYPEMAN-EXIT line;
+  0-255  run: the app's own exit code, from the guest's HYPEMAN-EXIT line
+         (0 also when a systemd-mode guest powered off);
          exec: the remote command's exit code
   125    host-sysmgr itself failed: a usage error (bad or out-of-range
          argument), a missing kernel/initrd/rootfs, building the disks,
@@ -238,6 +259,8 @@ const EXIT_STATUS: &str = "EXIT STATUS:
 
 EXAMPLES:
   host-sysmgr run --rootfs ./root -- /bin/echo hi        # default kernel + initrd (ensure)
+  host-sysmgr run 127.0.0.1:5000/library/app:1 -- --port 80   # an OCI image, its entrypoint
+  host-sysmgr run --config-via vsock --rootfs ./root -- /bin/true
   host-sysmgr run --kernel vmlinux --initrd initrd.img --rootfs ./root -- /bin/echo hi
   host-sysmgr run -d --name web --kernel vmlinux --initrd initrd.img --rootfs ./root -- /srv/app
   host-sysmgr exec web -- uname -r
