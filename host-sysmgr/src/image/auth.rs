@@ -69,6 +69,10 @@ fn normalize(key: &str) -> String {
 pub fn parse(text: &[u8], registry: &str) -> Option<Credentials> {
     let file: ConfigFile = serde_json::from_slice(text).ok()?;
     let want = normalize(registry);
+    // A key that names no host (`https://`) matches nothing.
+    if want.is_empty() {
+        return None;
+    }
     let entry = file.auths.iter().find(|(k, _)| normalize(k) == want)?.1;
     if let Some(t) = entry
         .registrytoken
@@ -129,5 +133,7 @@ mod tests {
         assert_eq!(parse(text, "broken.example.org"), None);
         assert_eq!(parse(text, "other:5000"), None);
         assert_eq!(parse(b"not json", "x"), None);
+        let hostless = br#"{"auths": {"https://": {"auth": "dXNlcjpwYXNz"}}}"#;
+        assert_eq!(parse(hostless, ""), None);
     }
 }
