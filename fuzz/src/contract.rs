@@ -553,3 +553,74 @@ pub fn check_pem(data: &[u8]) {
     );
     assert_eq!(pem::certificates(&out).as_deref(), Ok(out.as_str()));
 }
+
+/// The kernel-headers tarball (first byte odd: gzip, else plain tar): never
+/// panics; every entry handed over has a plain relative path, never passes
+/// through an earlier symlink or file, and a hard link names an earlier file.
+pub fn check_headers(data: &[u8]) {
+    use guest_contract::headers::{self, Kind, Limits};
+    use std::collections::HashSet;
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let limits = Limits {
+        max_bytes: 8 << 20,
+        max_entries: 10_000,
+    };
+    let mut files: HashSet<String> = HashSet::new();
+    let mut not_dirs: HashSet<String> = HashSet::new();
+    let mut seen = 0u64;
+    let visit = |e: &headers::Entry, r: &mut dyn std::io::Read| {
+        let p = &e.path;
+        assert!(!p.is_empty() && !p.starts_with('/'), "{p:?}");
+        assert!(
+            p.split('/').all(|c| !c.is_empty() && c != "." && c != ".."),
+            "{p:?}"
+        );
+        let mut prefix = String::new();
+        for c in p
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map_or(&[][..], |(_, a)| a)
+        {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(c);
+            assert!(!not_dirs.contains(&prefix), "{p:?} through {prefix:?}");
+        }
+        assert_eq!(e.mode & !0o777, 0);
+        let n = std::io::copy(r, &mut std::io::sink())?;
+        match &e.kind {
+            Kind::File => {
+                assert_eq!(n, e.size);
+                files.insert(p.clone());
+                not_dirs.insert(p.clone());
+            }
+            Kind::HardLink(t) => {
+                assert!(files.contains(t), "{p:?} -> {t:?}");
+                files.insert(p.clone());
+                not_dirs.insert(p.clone());
+            }
+            Kind::Symlink(t) => {
+                assert!(!t.is_empty());
+                files.remove(p);
+                not_dirs.insert(p.clone());
+            }
+            Kind::Dir => {
+                files.remove(p);
+                not_dirs.remove(p);
+            }
+        }
+        seen += 1;
+        Ok(())
+    };
+    let result = match mode & 1 {
+        1 => headers::walk(rest, &limits, visit),
+        _ => headers::walk_tar(rest, &limits, visit),
+    };
+    if let Ok(summary) = result {
+        assert_eq!(summary.entries, seen);
+    }
+}

@@ -23,6 +23,7 @@ pub const TARGETS: &[(&str, &str)] = &[
     ("contract", "rtnl_reply"),
     ("contract", "volumes"),
     ("contract", "pem"),
+    ("contract", "headers"),
     ("initrd", "cpio"),
     ("initrd", "decompress"),
     ("initrd", "elf"),

@@ -1,6 +1,7 @@
 //! `init`: PID 1 for microVMs. See the crate README for the boot path.
 
 mod boot;
+mod headers;
 mod sys;
 
 use guest_contract::exit::InitFailure;
@@ -11,6 +12,9 @@ use sys::real::RealSys;
 use sys::Sys;
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some(headers::WORKER_ARG) {
+        std::process::exit(headers_worker());
+    }
     let real = RealSys::default();
     let start = real.boottime();
     std::panic::set_hook(Box::new(panic_hook));
@@ -18,6 +22,24 @@ fn main() {
     boot::run(&mut sys, &boot::Inputs::from_env(start));
     // power_off returns only when reboot(2) failed: stay alive, never exit.
     idle_forever()
+}
+
+/// `--headers-worker-guest [ROOT [RELEASE]]`: the systemd unit's run of the
+/// headers worker, on the tarball init staged at `ROOT/opt/hypeman/`
+/// (ROOT `/` and RELEASE `uname -r` unless given: the unit gives neither).
+fn headers_worker() -> i32 {
+    let mut sys = RealSys::default();
+    let mut args = std::env::args().skip(2);
+    let root = std::path::PathBuf::from(args.next().unwrap_or_else(|| "/".into()));
+    let release = args.next().unwrap_or_else(|| sys.kernel_release());
+    let staged = root.join(headers::STAGED.trim_start_matches('/'));
+    match std::fs::File::open(&staged) {
+        Ok(tarball) => headers::worker(&mut sys, tarball, &root, &release),
+        Err(e) => {
+            eprintln!("{}: {e}", staged.display());
+            1
+        }
+    }
 }
 
 fn idle_forever() -> ! {

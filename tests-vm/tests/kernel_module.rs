@@ -1,6 +1,8 @@
-//! The kernel/ build's headers tarball: an out-of-tree module builds against
-//! it on the host and loads in a VM booted with that kernel. Skipped (with a
-//! message) when no kernel was built (`bash kernel/build.sh`).
+//! The kernel/ build's headers tarball, extracted by init's headers worker
+//! (`init --headers-worker-guest ROOT RELEASE`, the code the guest runs):
+//! an out-of-tree module builds against the tree on the host and loads in a
+//! VM booted with that kernel. Skipped (with a message) when no kernel was
+//! built (`bash kernel/build.sh`).
 
 use anyhow::{ensure, Context, Result};
 use std::process::Command;
@@ -32,16 +34,7 @@ fn an_out_of_tree_module_builds_against_the_headers_and_loads() -> Result<()> {
         return Ok(());
     }
     let work = tempfile::tempdir()?;
-    let status = Command::new("tar")
-        .arg("-xzf")
-        .arg(&tarball)
-        .arg("-C")
-        .arg(work.path())
-        .status()?;
-    ensure!(status.success(), "unpack {}", tarball.display());
-    let headers = work
-        .path()
-        .join(format!("linux-headers-{}", kernel.release));
+    let headers = headers_by_the_worker(work.path(), &tarball, &kernel.release)?;
     let module = work.path().join("hello");
     std::fs::create_dir_all(&module)?;
     std::fs::write(module.join("hello.c"), HELLO_C)?;
@@ -107,4 +100,41 @@ fn the_manifest_names_each_output_with_its_sha256() -> Result<()> {
         ensure!(files[name]["size"] == bytes.len(), "{name}: {text}");
     }
     Ok(())
+}
+
+/// Runs init's headers worker on a root folder holding the staged tarball
+/// and another release's trees; checks what it did; returns the tree.
+fn headers_by_the_worker(
+    work: &std::path::Path,
+    tarball: &std::path::Path,
+    release: &str,
+) -> Result<std::path::PathBuf> {
+    let root = work.join("root");
+    std::fs::create_dir_all(root.join("opt/hypeman"))?;
+    std::fs::create_dir_all(root.join("lib/modules/5.10.0-other/kernel"))?;
+    std::fs::create_dir_all(root.join("usr/src/linux-headers-5.10.0-other"))?;
+    std::fs::copy(tarball, root.join("opt/hypeman/kernel-headers.tar.gz"))?;
+    let init = tests_vm::artifacts::release_binaries()?.init;
+    let out = Command::new(&init)
+        .arg("--headers-worker-guest")
+        .arg(&root)
+        .arg(release)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(out.status.success(), "{:?}\n{stdout}", out.status);
+    ensure!(stdout.contains("HYPEMAN-HEADERS-READY ts="), "{stdout}");
+    let status = std::fs::read_to_string(root.join("run/hypeman/kernel-headers.status"))?;
+    ensure!(status == "ready\n", "{status}");
+    let link = std::fs::read_link(root.join(format!("lib/modules/{release}/build")))?;
+    ensure!(
+        link == std::path::Path::new(&format!("/usr/src/linux-headers-{release}")),
+        "{link:?}"
+    );
+    for gone in [
+        "lib/modules/5.10.0-other",
+        "usr/src/linux-headers-5.10.0-other",
+    ] {
+        ensure!(!root.join(gone).exists(), "{gone} left");
+    }
+    Ok(root.join(format!("usr/src/linux-headers-{release}")))
 }

@@ -5,8 +5,9 @@ use anyhow::{ensure, Context, Result};
 use initrd_builder::elf;
 use tests_vm::artifacts;
 
-/// init's stripped size budget.
-const INIT_BUDGET: u64 = 1536 * 1024;
+/// init's stripped size budget: 1.5 MiB, plus 128 KiB since the
+/// kernel-headers worker (gzip inflate + a tar reader, ~100 KB) joined it.
+const INIT_BUDGET: u64 = (1536 + 128) * 1024;
 
 #[test]
 fn init_and_agent_are_static_x86_64_binaries() -> Result<()> {

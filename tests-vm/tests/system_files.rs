@@ -385,6 +385,9 @@ fn systemd_mode_hands_pid_1_to_the_images_init_with_the_units_in_place() -> Resu
         $B readlink /etc/systemd/system/serial-getty@ttyS0.service\n\
         $B cat /etc/hypeman/env\n\
         $B test -x /opt/hypeman/guest-agent && echo agent-staged\n\
+        $B cat /run/hypeman/kernel-headers.status\n\
+        /opt/hypeman/hypeman-init --headers-worker-guest >/dev/null && $B cat /run/hypeman/kernel-headers.status\n\
+        $B test -f /lib/modules/$($B uname -r)/build/Makefile && echo makefile-ok\n\
         /bin/busybox poweroff -f\n";
     std::fs::write(rootfs.join("sbin/init"), script)?;
     use std::os::unix::fs::PermissionsExt;
@@ -422,8 +425,107 @@ fn systemd_mode_hands_pid_1_to_the_images_init_with_the_units_in_place() -> Resu
         "GREETING='hi there'",
         "HOME=/root",
         "agent-staged",
+        "makefile-ok",
     ] {
         ensure!(stdout.contains(want), "{want:?} missing:\n{stdout}");
+    }
+    // The status init left, then the one the worker (as the unit runs it) left.
+    let lines: Vec<&str> = stdout.lines().map(str::trim).collect();
+    let at = |l: &str| lines.iter().position(|x| *x == l);
+    ensure!(
+        matches!((at("pending"), at("ready")), (Some(p), Some(r)) if p < r),
+        "{stdout}"
+    );
+    Ok(())
+}
+
+/// The app's wait for the headers worker, then what it finds.
+const HEADERS_SCRIPT: &str = "S=/run/hypeman/kernel-headers.status; echo first=$(cat $S); \
+    i=0; while [ $i -lt 900 ]; do case $(cat $S) in pending|running) sleep 1;; *) break;; esac; i=$((i+1)); done; \
+    echo status=$(cat $S); test -f /lib/modules/$(uname -r)/build/Makefile && echo makefile-ok; exit 0";
+
+/// A copy of the kernel/ build folder whose headers tarball is cut in half
+/// (its manifest rewritten to match, so the import takes it).
+fn kernel_with_a_corrupt_headers_tarball(kdir: &Path, to: &Path) -> Result<()> {
+    use sha2::Digest;
+    std::fs::create_dir_all(to)?;
+    for f in ["vmlinux", "bzImage", "config", "release"] {
+        if kdir.join(f).exists() {
+            std::fs::copy(kdir.join(f), to.join(f))?;
+        }
+    }
+    let good = std::fs::read(kdir.join("kernel-headers.tar.gz"))?;
+    let bad = &good[..good.len() / 2];
+    std::fs::write(to.join("kernel-headers.tar.gz"), bad)?;
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(kdir.join("manifest.json"))?)?;
+    m["files"]["kernel-headers.tar.gz"] = serde_json::json!({
+        "sha256": format!("{:x}", sha2::Sha256::digest(bad)),
+        "size": bad.len(),
+    });
+    std::fs::write(to.join("manifest.json"), serde_json::to_vec_pretty(&m)?)?;
+    Ok(())
+}
+
+/// Exec mode with the kernel's headers in the initrd: the worker runs
+/// beside the app (which starts while the status says pending), the tree
+/// and its build link are in place when it says ready; a corrupt tarball
+/// ends in HEADERS-FAILED and the app still runs and returns its code.
+#[test]
+fn kernel_headers_are_extracted_beside_the_app_and_a_corrupt_tarball_fails_alone() -> Result<()> {
+    let work = tempfile::tempdir()?;
+    let kdir = kernel_build()?;
+    let bad = work.path().join("kernel-bad");
+    kernel_with_a_corrupt_headers_tarball(&kdir, &bad)?;
+    let rootfs = work.path().join("root");
+    std::fs::create_dir(&rootfs)?;
+    tests_vm::rootfs::populate(&rootfs, Flavor::Busybox)?;
+    let r = rootfs.display().to_string();
+    let cases = [
+        (
+            &kdir,
+            "good",
+            ["status=ready", "makefile-ok", "HYPEMAN-HEADERS-READY ts="],
+        ),
+        (
+            &bad,
+            "bad",
+            [
+                "status=failed",
+                "HYPEMAN-HEADERS-FAILED ts=",
+                "error=\"kernel-headers tarball",
+            ],
+        ),
+    ];
+    for (kernel, name, wants) in cases {
+        let data = work.path().join(format!("data-{name}"));
+        let k = kernel.display().to_string();
+        ok(host_sysmgr(&data, &["kernel", "import", &k], &[])?)?;
+        let args = ["run", "--rootfs", &r, "--", "/bin/sh", "-c", HEADERS_SCRIPT];
+        let out = output(host_sysmgr(&data, &args, &[])?)?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            out.status.code() == Some(0),
+            "{name}: {:?}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The app starts before the worker is done (its first look sees
+        // pending or running, never a final state it waited for).
+        let start = stdout
+            .find("HYPEMAN-PROGRAM-START")
+            .context("no PROGRAM-START")?;
+        let end = stdout.find("HYPEMAN-HEADERS-").context("no HEADERS line")?;
+        ensure!(
+            start < end && (stdout.contains("first=pending") || stdout.contains("first=running")),
+            "{name}:\n{stdout}"
+        );
+        for want in wants {
+            ensure!(stdout.contains(want), "{name}: {want:?} missing:\n{stdout}");
+        }
+        if name == "bad" {
+            ensure!(!stdout.contains("makefile-ok"), "{stdout}");
+        }
     }
     Ok(())
 }

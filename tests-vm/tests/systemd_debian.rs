@@ -126,6 +126,17 @@ fn a_debian_rootfs_boots_systemd_as_pid_1_with_the_agent_and_stops_gracefully() 
         Duration::from_secs(180),
     )?;
     ensure!(jobs.trim() == "0", "jobs left: {jobs}");
+    // hypeman-kernel-headers.service ran init's worker on the staged tarball
+    // (a oneshot unit of multi-user.target: done once the boot is).
+    let headers = cli.exec_until(
+        "deb",
+        &["sh", "-c", "cat /run/hypeman/kernel-headers.status; systemctl show -p Result --value hypeman-kernel-headers.service; test -f /lib/modules/$(uname -r)/build/Makefile && echo makefile-ok"],
+        Duration::from_secs(30),
+    )?;
+    ensure!(
+        headers.split_whitespace().collect::<Vec<_>>() == ["ready", "success", "makefile-ok"],
+        "{headers}"
+    );
     let stop = cli.run(&["stop", "deb", "--timeout", "60"])?;
     let said = String::from_utf8_lossy(&stop.stderr);
     ensure!(said.contains("stopped by the agent's Shutdown"), "{said}");

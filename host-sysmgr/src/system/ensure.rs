@@ -58,19 +58,26 @@ impl Store {
         Ok(build)
     }
 
-    /// The default kernel's boot modules, when it has any.
+    /// The default kernel's boot modules and headers tarball, when it has
+    /// either. Only a gzip tarball of headers is carried (init reads no other).
     pub fn default_modules(&self) -> Result<Option<KernelModules>> {
         let Some(version) = self.state()?.track(Kind::Kernel, self.arch()).default else {
             return Ok(None);
         };
         let rec = self.kernel_record(&version)?;
-        Ok(rec.modules.map(|m| KernelModules {
+        let dir = self.layout().kernel_dir(&version, self.arch());
+        let part = |f: super::record::FileRecord| initrd::PartFile {
+            path: dir.join(&f.file),
+            sha256: f.sha256,
+        };
+        let headers = rec.headers.filter(|h| h.file.ends_with(".tar.gz"));
+        if rec.modules.is_none() && headers.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(KernelModules {
             release: rec.release.clone().unwrap_or_else(|| version.clone()),
-            tar: self
-                .layout()
-                .kernel_dir(&version, self.arch())
-                .join(&m.file),
-            sha256: m.sha256,
+            modules: rec.modules.map(part),
+            headers: headers.map(part),
         }))
     }
 

@@ -21,7 +21,7 @@ pub const MANIFEST: &str = "manifest.json";
 /// The detached signature over the manifest.
 pub const SIGNATURE: &str = "initrd.sig";
 /// Changes whenever what this module puts into an initrd changes.
-const RECIPE: &str = "guestinit-initrd/1";
+const RECIPE: &str = "guestinit-initrd/2";
 
 /// Modules init loads at boot from an initrd, for a kernel whose drivers are
 /// modules (the same list as `initrd-builder/specs/guestinit.toml`).
@@ -43,15 +43,40 @@ pub const BOOT_MODULES: &[&str] = &[
 /// Modules never pulled in for an alias (crc32c_intel fails on TCG's CPU).
 pub const BOOT_EXCLUDE: &[&str] = &["crc32c_intel"];
 
-/// The kernel modules an initrd carries: the default kernel's `modules.tar`.
+/// What an initrd carries of the kernel it pairs with: the boot modules
+/// (`modules.tar`) and the headers tarball (for DKMS in the guest).
 #[derive(Debug, Clone)]
 pub struct KernelModules {
     /// `uname -r` of the kernel.
     pub release: String,
-    /// The tarball (`lib/modules/<release>/…`).
-    pub tar: PathBuf,
-    /// Its sha256 (part of the build id).
+    /// The modules tarball (`lib/modules/<release>/…`), if the kernel has one.
+    pub modules: Option<PartFile>,
+    /// `kernel-headers.tar.gz`, if the kernel has one (carried as
+    /// `/kernel-headers.tar.gz`; init extracts it in the guest).
+    pub headers: Option<PartFile>,
+}
+
+/// One file of a kernel, with its sha256 (part of the build id).
+#[derive(Debug, Clone)]
+pub struct PartFile {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its sha256.
     pub sha256: String,
+}
+
+impl KernelModules {
+    /// The build-id line of these parts.
+    fn id_line(&self) -> String {
+        let digest =
+            |p: &Option<PartFile>| p.as_ref().map_or("-", |f| f.sha256.as_str()).to_string();
+        format!(
+            "kernel {} modules {} headers {}",
+            self.release,
+            digest(&self.modules),
+            digest(&self.headers)
+        )
+    }
 }
 
 /// Environment variables naming the init and agent binaries.
@@ -169,9 +194,7 @@ pub fn build_id(
     modules: Option<&KernelModules>,
 ) -> Result<String> {
     let mut stamps = vec![stamp(&inputs.init)?, stamp(&inputs.agent)?];
-    let extra = modules.map_or(String::new(), |m| {
-        format!("modules {} {}", m.release, m.sha256)
-    });
+    let extra = modules.map_or(String::new(), KernelModules::id_line);
     stamps.push(InputStamp {
         path: PathBuf::from(&extra),
         ino: 0,
@@ -200,15 +223,21 @@ pub fn build_id(
     Ok(id)
 }
 
-fn spec(arch: &str, modules: Option<(&str, &Path)>) -> Result<Spec> {
+fn spec(arch: &str, modules: Option<(&str, &Path)>, headers: Option<&Path>) -> Result<Spec> {
     let v = env!("CARGO_PKG_VERSION");
-    let kernel = match modules {
+    let mut kernel = match modules {
         Some((release, root)) => format!(
             "[kernel]\nrelease = {release:?}\nmodules_root = {:?}\nmodules = {BOOT_MODULES:?}\nexclude = {BOOT_EXCLUDE:?}\n",
             root.display().to_string()
         ),
         None => String::new(),
     };
+    if let Some(h) = headers {
+        kernel.push_str(&format!(
+            "[headers]\npath = {:?}\n",
+            h.display().to_string()
+        ));
+    }
     let text = format!(
         r#"
 [image]
@@ -261,14 +290,14 @@ pub fn build(
     stage: &Staged,
 ) -> Result<Manifest> {
     // The modules are unpacked (safely) next to the build, read, and dropped.
-    let unpacked = match modules {
-        Some(m) => {
+    let unpacked = match modules.and_then(|m| Some((m, m.modules.as_ref()?))) {
+        Some((m, tar)) => {
             let dir = tempfile::Builder::new()
                 .prefix("modules-")
                 .tempdir_in(stage.path().parent().unwrap_or(Path::new("/tmp")))
                 .map_err(|e| SystemError::io(stage.path(), e))?;
             super::bundle::extract(
-                &m.tar,
+                &tar.path,
                 super::bundle::Packing::Tar,
                 dir.path(),
                 super::bundle::Limits::default(),
@@ -277,7 +306,14 @@ pub fn build(
         }
         None => None,
     };
-    let spec = spec(arch, unpacked.as_ref().map(|(r, d)| (r.as_str(), d.path())))?;
+    let headers = modules
+        .and_then(|m| m.headers.as_ref())
+        .map(|h| h.path.as_path());
+    let spec = spec(
+        arch,
+        unpacked.as_ref().map(|(r, d)| (r.as_str(), d.path())),
+        headers,
+    )?;
     let mut opts = BuildOptions::default();
     opts.vars
         .insert("init".into(), inputs.init.display().to_string());

@@ -1,7 +1,8 @@
 //! The guest contract: everything the guest writes that a host reads, the
 //! formats the host hands the guest, and init's parsers of outside input.
-//! Pure code: no system calls (std, serde and thiserror only), so the fuzz
-//! targets and the tests run the very code init runs.
+//! Pure code: no system calls (std, serde, thiserror, and tar + flate2 for
+//! reading the headers tarball), so the fuzz targets and the tests run the
+//! very code init runs.
 //!
 //! - [`config`]: `/config.json` on the config disk.
 //! - [`quote`]: Go's `strconv.Quote` and its inverse.
@@ -21,11 +22,13 @@
 //! - [`volumes`]: the volumes a config asks for, checked one by one.
 //! - [`input_event`]: evdev records and the power-key press decoder.
 //! - [`kmsg`]: `/dev/kmsg` records and the OOM-kill matcher.
+//! - [`headers`]: the kernel-headers tarball, read and checked entry by entry.
 
 pub mod cmdline;
 pub mod config;
 pub mod exit;
 pub mod fsdetect;
+pub mod headers;
 pub mod input_event;
 pub mod kmsg;
 pub mod log;

@@ -33,6 +33,7 @@ fn contract_corpus() {
             ("rtnl_reply", checks::check_rtnl_reply),
             ("volumes", checks::check_volumes),
             ("pem", checks::check_pem),
+            ("headers", checks::check_headers),
         ],
     );
 }

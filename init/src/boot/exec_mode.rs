@@ -38,6 +38,7 @@ pub fn run<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> (i32, String)
     }
     // Opened before the app starts: every record read later is newer than it.
     let kmsg = sys.kmsg_open();
+    super::kernel_headers::pending(sys, ctx);
     let app = match start_app(sys, config, &env) {
         Ok(Started::Running(pid)) => pid,
         Ok(Started::ExecFailed(code, reason)) => {
@@ -51,6 +52,7 @@ pub fn run<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> (i32, String)
     program_start(sys);
     let summary = ctx.timing.summary(app_start);
     report::info(sys, "timing", &summary);
+    super::kernel_headers::start(sys, ctx);
     let deferred = std::mem::take(&mut ctx.deferred);
     let code = supervise(sys, app, agent, deferred);
     let oom = code == 137 && kmsg.is_some_and(|fd| oom_killed(sys, fd));

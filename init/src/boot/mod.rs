@@ -6,6 +6,7 @@ pub mod agent;
 pub mod ca;
 pub mod error;
 pub mod exec_mode;
+pub mod kernel_headers;
 pub mod network;
 pub mod plan;
 pub mod report;
@@ -84,6 +85,9 @@ pub struct Ctx {
     /// Signals and power-button presses that arrived while a boot step
     /// waited for a child of its own; the supervisor serves them first.
     pub deferred: Vec<crate::sys::Event>,
+    /// The initramfs's kernel-headers tarball, opened before the switch
+    /// (the initramfs is freed then) for the headers worker.
+    pub headers: Option<std::os::fd::OwnedFd>,
 }
 
 /// Run the whole boot; returns only after `power_off` returned (fake, or not PID 1).
@@ -105,6 +109,7 @@ pub fn run<S: Sys>(sys: &mut S, inputs: &Inputs) -> (i32, String) {
         shutdown_ro: Vec::new(),
         overlay_dir: None,
         deferred: Vec::new(),
+        headers: None,
     };
     if sys.getpid() != 1 {
         // Never mount over a running system's /proc, /dev or /sys.
@@ -130,6 +135,9 @@ fn boot<S: Sys>(sys: &mut S, ctx: &mut Ctx) -> Result<Config, BootError> {
     ctx.timing.mark("config", sys.boottime());
     let facts = steps::Facts {
         test_mode: ctx.test_mode,
+        headers_tarball: ctx.kind == BootKind::Initramfs
+            && config.skip_kernel_headers != Some(true)
+            && sys.exists(crate::headers::SOURCE),
     };
     for step in steps::after_config(&ctx.opts, &config, facts)? {
         run_step(sys, ctx, &config, &step)?;

@@ -18,6 +18,9 @@ use guest_contract::volumes::{self, Volume, VolumeError};
 pub struct Facts {
     /// Test mode: a namespace on a host.
     pub test_mode: bool,
+    /// The initramfs carries a kernel-headers tarball (and the config does
+    /// not skip it).
+    pub headers_tarball: bool,
 }
 
 /// One step of the boot.
@@ -47,6 +50,9 @@ pub enum Step {
     Volumes(Vec<Volume>, Vec<VolumeError>),
     /// The egress proxy's CA (checked PEM).
     EgressCa(String),
+    /// The kernel-headers tarball opened before the initramfs is freed; the
+    /// mode's runner hands it to the worker.
+    KernelHeaders,
 }
 
 impl Step {
@@ -72,12 +78,11 @@ pub fn before_config() -> Vec<Step> {
 
 /// The steps after the config, up to the agent and the app.
 pub fn after_config(opts: &Options, config: &Config, facts: Facts) -> Result<Vec<Step>, BootError> {
-    let mut steps = vec![
-        Step::NewRoot,
-        Step::SwitchRoot,
-        Step::BootTimings,
-        Step::System,
-    ];
+    let mut steps = vec![Step::NewRoot];
+    if facts.headers_tarball {
+        steps.push(Step::KernelHeaders);
+    }
+    steps.extend([Step::SwitchRoot, Step::BootTimings, Step::System]);
     match NetSettings::from_config(config) {
         Ok(None) => {}
         Ok(Some(_)) if facts.test_mode && !opts.test_net => steps.push(Step::NetworkSkipped),
@@ -132,6 +137,16 @@ pub fn apply<S: Sys>(
             Ok(())
         }
         Step::EgressCa(certs) => super::ca::apply(sys, ctx, certs),
+        Step::KernelHeaders => {
+            match sys.open_read(crate::headers::SOURCE) {
+                Ok(fd) => ctx.headers = Some(fd),
+                Err(e) => {
+                    let msg = format!("{}: {e}; no kernel headers", crate::headers::SOURCE);
+                    report::error(sys, "headers", &msg);
+                }
+            }
+            Ok(())
+        }
     }
 }
 
@@ -145,7 +160,11 @@ mod tests {
         let config = guest_contract::config::parse_config(json.as_bytes())
             .unwrap()
             .config;
-        after_config(&Options::parse(cmdline), &config, Facts { test_mode })
+        let facts = Facts {
+            test_mode,
+            headers_tarball: false,
+        };
+        after_config(&Options::parse(cmdline), &config, facts)
     }
 
     fn names(steps: &[Step]) -> Vec<String> {

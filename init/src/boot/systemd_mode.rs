@@ -127,7 +127,7 @@ pub fn run<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> (i32, String)
     }
 }
 
-fn prepare<S: Sys>(sys: &mut S, ctx: &Ctx, config: &Config) -> Result<(), BootError> {
+fn prepare<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> Result<(), BootError> {
     let failed = |what: String| move |e| BootError::SystemdMode(Failed::new(what, e));
     for dir in [
         format!("{UNITS}/multi-user.target.wants"),
@@ -144,6 +144,7 @@ fn prepare<S: Sys>(sys: &mut S, ctx: &Ctx, config: &Config) -> Result<(), BootEr
     }
     if config.skip_kernel_headers != Some(true) {
         units.push(("hypeman-kernel-headers.service", HEADERS_UNIT));
+        super::kernel_headers::stage(sys, ctx);
     }
     for (name, text) in units {
         let path = format!("{UNITS}/{name}");

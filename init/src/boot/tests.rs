@@ -1696,3 +1696,53 @@ fn config_from_the_host_over_vsock() {
     run_cmdline(&mut f, "console=ttyS0 hypeman.config=vsock:9");
     assert_init_failure(&f, InitFailure::ConfigDisk, "vsock 2:9");
 }
+
+#[test]
+fn exec_mode_opens_the_headers_before_the_switch_and_forks_the_worker_after_the_app() {
+    let mut f = ready_fake(MINIMAL);
+    f.file(crate::headers::SOURCE, b"tarball");
+    assert_eq!(booted(&mut f).0, 0, "{}", f.console);
+    let open = index(&f, "open_read /kernel-headers.tar.gz");
+    assert!(open < index(&f, "free_initramfs"));
+    let pending = index(&f, "write /run/hypeman/kernel-headers.status");
+    assert_eq!(f.files[crate::headers::STATUS], b"pending\n");
+    let app = index(&f, "spawn /bin/app");
+    assert!(pending < app);
+    let worker = index(&f, "start_headers_worker ");
+    assert!(worker > app, "the app never waits for the headers");
+    assert!(f
+        .console
+        .contains("[hypeman-init:headers] kernel headers for"));
+}
+
+#[test]
+fn no_tarball_or_skip_kernel_headers_means_no_headers_work() {
+    let skip = r#"{"cmd":["/bin/app"],"skip_kernel_headers":true}"#;
+    for (cfg, tarball) in [(MINIMAL, false), (skip, true)] {
+        let mut f = ready_fake(cfg);
+        if tarball {
+            f.file(crate::headers::SOURCE, b"tarball");
+        }
+        assert_eq!(booted(&mut f).0, 0, "{}", f.console);
+        let headers_calls = f
+            .calls
+            .iter()
+            .filter(|c| c.contains("headers") || c.starts_with("open_read"))
+            .count();
+        assert_eq!(headers_calls, 0, "{:#?}", f.calls);
+    }
+}
+
+#[test]
+fn systemd_mode_stages_init_and_the_tarball_for_the_unit() {
+    let mut f = ready_fake(r#"{"cmd":["/lib/systemd/systemd"],"init_mode":"systemd"}"#);
+    f.file(crate::headers::SOURCE, b"tarball");
+    f.file("/proc/self/exe", b"\x7fELF init");
+    booted(&mut f);
+    let tarball = index(&f, "copy_fd /opt/hypeman/kernel-headers.tar.gz 644");
+    let init = index(&f, "copy_fd /opt/hypeman/hypeman-init 755");
+    assert!(tarball > index(&f, "free_initramfs") && init > tarball);
+    assert_eq!(f.files[crate::headers::STATUS], b"pending\n");
+    assert!(index(&f, "exec_pid1") > init);
+    assert!(f.calls_with("start_headers_worker").is_empty());
+}

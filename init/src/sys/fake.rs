@@ -373,6 +373,23 @@ impl Sys for FakeSys {
         }
         Ok(())
     }
+    fn open_read(&mut self, path: &str) -> io::Result<OwnedFd> {
+        self.record(format!("open_read {path}"));
+        match self.files.contains_key(path) {
+            true => Ok(fd()),
+            false => Err(io::Error::from(io::ErrorKind::NotFound)),
+        }
+    }
+    fn copy_fd(&mut self, _from: &OwnedFd, to: &str, mode: u32) -> io::Result<u64> {
+        self.record(format!("copy_fd {to} {mode:o}"));
+        self.files.insert(to.into(), b"copied".to_vec());
+        Ok(6)
+    }
+    fn start_headers_worker(&mut self, _tarball: OwnedFd, release: &str) -> io::Result<i32> {
+        self.record(format!("start_headers_worker {release}"));
+        self.next_pid += 1;
+        Ok(self.next_pid)
+    }
     fn vsock_fetch(&mut self, port: u32, limit: usize, timeout: Duration) -> io::Result<Vec<u8>> {
         self.record(format!("vsock_fetch 2:{port} {}ms", timeout.as_millis()));
         let data = self

@@ -247,6 +247,13 @@ pub trait Sys {
     /// `timeout`, and reads what it sends until it closes, at most `limit`
     /// bytes.
     fn vsock_fetch(&mut self, port: u32, limit: usize, timeout: Duration) -> io::Result<Vec<u8>>;
+    /// Opens a regular file for reading (close-on-exec).
+    fn open_read(&mut self, path: &str) -> io::Result<OwnedFd>;
+    /// Copies what `from` holds, from its start, to a new file `to`.
+    fn copy_fd(&mut self, from: &OwnedFd, to: &str, mode: u32) -> io::Result<u64>;
+    /// Forks the kernel-headers worker ([`crate::headers::worker`]) at low
+    /// CPU and I/O priority, reading `tarball`, into `/`; returns its pid.
+    fn start_headers_worker(&mut self, tarball: OwnedFd, release: &str) -> io::Result<i32>;
 }
 
 /// Why a child could not be started. The cause is the `source`, never part

@@ -446,6 +446,67 @@ impl Sys for RealSys {
             }
         }
     }
+    fn open_read(&mut self, path: &str) -> io::Result<OwnedFd> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::other("not a regular file"));
+        }
+        Ok(file.into())
+    }
+
+    fn copy_fd(&mut self, from: &OwnedFd, to: &str, mode: u32) -> io::Result<u64> {
+        let mut src = fs::File::from(from.try_clone()?);
+        std::io::Seek::seek(&mut src, io::SeekFrom::Start(0))?;
+        let _ = fs::remove_file(to);
+        let mut dst = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .mode(mode)
+            .open(to)?;
+        io::copy(&mut src, &mut dst)
+    }
+
+    fn start_headers_worker(&mut self, tarball: OwnedFd, release: &str) -> io::Result<i32> {
+        // SAFETY: init is single-threaded, so the child may run any code;
+        // it ends in _exit and never returns into PID 1's loop.
+        match unsafe { nix::unistd::fork() }.map_err(errno_io)? {
+            nix::unistd::ForkResult::Parent { child } => Ok(child.as_raw()),
+            nix::unistd::ForkResult::Child => {
+                let code = headers_child(tarball, release);
+                // SAFETY: _exit ends the forked child without running PID 1's
+                // exit paths (there are none to run in a child).
+                unsafe { libc::_exit(code) }
+            }
+        }
+    }
+}
+
+/// The forked headers worker: default signals, low priority, then the work.
+fn headers_child(tarball: OwnedFd, release: &str) -> i32 {
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::empty()),
+        None,
+    );
+    lower_priority();
+    let mut sys = RealSys::default();
+    crate::headers::worker(&mut sys, fs::File::from(tarball), Path::new("/"), release)
+}
+
+/// nice 10 and best-effort I/O priority 7, as the systemd unit asks.
+pub fn lower_priority() {
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_BE_7: libc::c_long = (2 << 13) | 7;
+    // SAFETY: setpriority and ioprio_set take plain integers and change only
+    // this process's scheduling.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+        libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, IOPRIO_BE_7);
+    }
 }
 
 /// One connection to the host on `port`: everything it sends until it
