@@ -624,3 +624,18 @@ pub fn check_headers(data: &[u8]) {
         assert_eq!(summary.entries, seen);
     }
 }
+
+/// `/proc/bus/pci/devices` and `/proc/devices` text: never panics; the
+/// NVIDIA count is at most the line count; a major found is a number named
+/// on a line of the character section.
+pub fn check_gpu(data: &[u8]) {
+    use guest_contract::gpu;
+    let text = String::from_utf8_lossy(data);
+    assert!(gpu::nvidia_functions(&text) <= text.lines().count());
+    let name = text.lines().last().unwrap_or("").trim();
+    if let Some(major) = gpu::char_major(&text, name) {
+        assert!(text.contains(&major.to_string()), "{major} {name:?}");
+        let nodes = gpu::nodes(300, major, Some(major));
+        assert!(nodes.len() <= 258);
+    }
+}

@@ -24,6 +24,7 @@ pub const TARGETS: &[(&str, &str)] = &[
     ("contract", "volumes"),
     ("contract", "pem"),
     ("contract", "headers"),
+    ("contract", "gpu"),
     ("initrd", "cpio"),
     ("initrd", "decompress"),
     ("initrd", "elf"),

@@ -35,12 +35,16 @@ pub struct AgentConfig {
     pub kmsg: PathBuf,
     /// init's boot timings (`name=micros` words).
     pub boot_timings: PathBuf,
+    /// init's GPU step outcome (`ok …` or `failed: <why>`).
+    pub gpu_init: PathBuf,
     /// Where `ReconfigureNetwork` writes DNS servers.
     pub resolv_conf: PathBuf,
 }
 
 /// Where init leaves its boot timings for the agent.
 pub const BOOT_TIMINGS: &str = "/run/hypeman/boot-timings";
+/// Where init leaves its GPU step's outcome for the agent.
+pub const GPU_INIT_STATUS: &str = "/run/hypeman/gpu-init.status";
 /// Most kernel log bytes read for one GPU status.
 const KMSG_LIMIT: usize = 4 << 20;
 
@@ -50,6 +54,7 @@ impl Default for AgentConfig {
             machine: Arc::new(system::RealMachine),
             kmsg: PathBuf::from("/dev/kmsg"),
             boot_timings: PathBuf::from(BOOT_TIMINGS),
+            gpu_init: PathBuf::from(GPU_INIT_STATUS),
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
         }
     }
@@ -168,10 +173,16 @@ impl GuestService for Agent {
         _request: Request<GetGpuInitStatusRequest>,
     ) -> Result<Response<GetGpuInitStatusResponse>, Status> {
         let kmsg = self.config.kmsg.clone();
-        let text = tokio::task::spawn_blocking(move || system::read_kmsg(&kmsg, KMSG_LIMIT))
-            .await
-            .map_err(|e| Status::internal(format!("read the kernel log: {e}")))?;
-        Ok(Response::new(system::gpu_status(&text)))
+        let init_file = self.config.gpu_init.clone();
+        let (text, init) = tokio::task::spawn_blocking(move || {
+            let init = std::fs::read(&init_file)
+                .ok()
+                .map(|b| String::from_utf8_lossy(&b[..b.len().min(64 << 10)]).into_owned());
+            (system::read_kmsg(&kmsg, KMSG_LIMIT), init)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("read the kernel log: {e}")))?;
+        Ok(Response::new(system::gpu_status(init.as_deref(), &text)))
     }
 
     async fn info(&self, _request: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {

@@ -117,11 +117,19 @@ pub fn sync_clock(machine: &dyn Machine, unix_nanos: i64) -> Result<(), Status> 
         .map_err(|e| Status::internal(format!("set the clock: {e}")))
 }
 
-/// `GetGPUInitStatus` from kernel log records (`/dev/kmsg` text): FAILED
-/// when an `NVRM:` record says `RmInitAdapter failed!`, OK when the driver
-/// logged and did not fail, UNKNOWN when it never logged (no GPU).
-pub fn gpu_status(kmsg_records: &str) -> GetGpuInitStatusResponse {
-    let mut seen = false;
+/// `GetGPUInitStatus` from init's GPU step outcome (`ok …` / `failed:
+/// <why>`, absent without a GPU) and kernel log records (`/dev/kmsg`
+/// text): FAILED when an `NVRM:` record says `RmInitAdapter failed!` or
+/// init's step failed, OK when the step succeeded or the driver logged
+/// without failing, UNKNOWN otherwise (no GPU).
+pub fn gpu_status(init: Option<&str>, kmsg_records: &str) -> GetGpuInitStatusResponse {
+    let mut seen = init.is_some_and(|s| s.starts_with("ok"));
+    if let Some(why) = init.and_then(|s| s.strip_prefix("failed: ")) {
+        return GetGpuInitStatusResponse {
+            state: GpuInitState::Failed.into(),
+            failure_message: format!("init: {}", why.trim_end()),
+        };
+    }
     for message in kmsg_records.lines().map(kmsg_message) {
         if let Some(rest) = message.strip_prefix("NVRM:") {
             seen = true;

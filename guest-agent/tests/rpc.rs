@@ -56,6 +56,7 @@ impl Fixture {
             machine: machine.clone(),
             kmsg,
             boot_timings: dir.path().join("timings"),
+            gpu_init: dir.path().join("gpu-init.status"),
             resolv_conf: dir.path().join("resolv.conf"),
         };
         let listener = tokio::net::UnixListener::bind(&sock).unwrap();
@@ -684,6 +685,27 @@ async fn gpu_status_comes_from_nvrm_records() {
     assert_eq!(
         f.client.gpu_status().await.unwrap().state(),
         GpuInitState::Ok
+    );
+}
+
+#[tokio::test]
+async fn gpu_status_reports_inits_driver_step() {
+    let f = Fixture::new().await;
+    std::fs::write(f.path("gpu-init.status"), "ok 1 GPU(s); loaded nvidia\n").unwrap();
+    assert_eq!(
+        f.client.gpu_status().await.unwrap().state(),
+        GpuInitState::Ok
+    );
+    std::fs::write(
+        f.path("gpu-init.status"),
+        "failed: load nvidia: No such device (os error 19)\n",
+    )
+    .unwrap();
+    let s = f.client.gpu_status().await.unwrap();
+    assert_eq!(s.state(), GpuInitState::Failed);
+    assert_eq!(
+        s.failure_message,
+        "init: load nvidia: No such device (os error 19)"
     );
 }
 

@@ -48,6 +48,10 @@ pub struct Options {
     /// may configure the network (never set it for a namespace that shares
     /// the host's network).
     pub test_net: bool,
+    /// `hypeman.gpu`: `None` (auto) probes the PCI bus for an NVIDIA
+    /// function; `Some(false)` never probes; `Some(true)` loads the driver
+    /// stack without probing (a VMM whose device the probe cannot see).
+    pub gpu: Option<bool>,
     /// Options init did not understand but that look like ours (`hypeman.*`).
     pub unknown: Vec<String>,
     /// Which of root, overlay, config were named on the command line.
@@ -117,6 +121,7 @@ impl Options {
             debug_shell: false,
             test_panic: false,
             test_net: false,
+            gpu: None,
             unknown: Vec::new(),
             explicit: [false; 3],
         };
@@ -152,6 +157,8 @@ impl Options {
                 "hypeman.debug_shell" => o.debug_shell = flag(val),
                 "hypeman.test_panic" => o.test_panic = flag(val),
                 "hypeman.test_net" => o.test_net = flag(val),
+                "hypeman.gpu" if val == "auto" => o.gpu = None,
+                "hypeman.gpu" => o.gpu = Some(flag(val)),
                 k if k.starts_with("hypeman.") => o.unknown.push(word.clone()),
                 _ => {}
             }

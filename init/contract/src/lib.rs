@@ -23,11 +23,13 @@
 //! - [`input_event`]: evdev records and the power-key press decoder.
 //! - [`kmsg`]: `/dev/kmsg` records and the OOM-kill matcher.
 //! - [`headers`]: the kernel-headers tarball, read and checked entry by entry.
+//! - [`gpu`]: NVIDIA GPU detection and the driver's device numbers.
 
 pub mod cmdline;
 pub mod config;
 pub mod exit;
 pub mod fsdetect;
+pub mod gpu;
 pub mod headers;
 pub mod input_event;
 pub mod kmsg;

@@ -163,6 +163,20 @@ impl Index {
         order
     }
 
+    /// The modules `names` refer to (by name or alias), each after its
+    /// dependencies and softdeps, as file paths relative to the release
+    /// directory; names the index does not carry are left out.
+    pub fn load_order_of(&self, names: &[&str]) -> Vec<String> {
+        let mut seen = BTreeSet::new();
+        let mut order = Vec::new();
+        for name in names {
+            for m in self.resolve(name) {
+                self.visit(m, &mut seen, &mut order);
+            }
+        }
+        order
+    }
+
     /// Post-order of the modules reachable from `root` and not yet `seen`.
     fn visit<'a>(&'a self, root: &'a str, seen: &mut BTreeSet<&'a str>, order: &mut Vec<String>) {
         let mut stack: Vec<Frame<'a>> = Vec::new();

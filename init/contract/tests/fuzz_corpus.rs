@@ -34,6 +34,7 @@ fn contract_corpus() {
             ("volumes", checks::check_volumes),
             ("pem", checks::check_pem),
             ("headers", checks::check_headers),
+            ("gpu", checks::check_gpu),
         ],
     );
 }

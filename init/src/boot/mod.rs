@@ -6,6 +6,7 @@ pub mod agent;
 pub mod ca;
 pub mod error;
 pub mod exec_mode;
+pub mod gpu;
 pub mod kernel_headers;
 pub mod network;
 pub mod plan;
@@ -138,6 +139,7 @@ fn boot<S: Sys>(sys: &mut S, ctx: &mut Ctx) -> Result<Config, BootError> {
         headers_tarball: ctx.kind == BootKind::Initramfs
             && config.skip_kernel_headers != Some(true)
             && sys.exists(crate::headers::SOURCE),
+        gpu: gpu::wanted(sys, ctx),
     };
     for step in steps::after_config(&ctx.opts, &config, facts)? {
         run_step(sys, ctx, &config, &step)?;
@@ -250,7 +252,14 @@ fn load_modules<S: Sys>(sys: &mut S, ctx: &Ctx) {
     );
     let mut loaded = 0;
     for rel in index.load_order() {
-        match sys.load_module(&format!("{dir}/{rel}")) {
+        // The GPU step loads the NVIDIA stack, with its parameters, when a GPU is there.
+        if guest_contract::gpu::DRIVER_STACK
+            .iter()
+            .any(|(m, _)| *m == modindex::module_name(&rel))
+        {
+            continue;
+        }
+        match sys.load_module(&format!("{dir}/{rel}"), "") {
             Ok(()) => loaded += 1,
             Err(e) => report::error(
                 sys,

@@ -21,6 +21,8 @@ pub struct Facts {
     /// The initramfs carries a kernel-headers tarball (and the config does
     /// not skip it).
     pub headers_tarball: bool,
+    /// An NVIDIA GPU is there (or `hypeman.gpu=1` says so).
+    pub gpu: bool,
 }
 
 /// One step of the boot.
@@ -50,6 +52,8 @@ pub enum Step {
     Volumes(Vec<Volume>, Vec<VolumeError>),
     /// The egress proxy's CA (checked PEM).
     EgressCa(String),
+    /// The NVIDIA driver stack and its device nodes.
+    Gpu,
     /// The kernel-headers tarball opened before the initramfs is freed; the
     /// mode's runner hands it to the worker.
     KernelHeaders,
@@ -66,6 +70,7 @@ impl Step {
             Step::SwitchRoot => Some("switch"),
             Step::Network(_) => Some("network"),
             Step::Volumes(..) => Some("volumes"),
+            Step::Gpu => Some("gpu"),
             _ => None,
         }
     }
@@ -79,6 +84,9 @@ pub fn before_config() -> Vec<Step> {
 /// The steps after the config, up to the agent and the app.
 pub fn after_config(opts: &Options, config: &Config, facts: Facts) -> Result<Vec<Step>, BootError> {
     let mut steps = vec![Step::NewRoot];
+    if facts.gpu {
+        steps.push(Step::Gpu);
+    }
     if facts.headers_tarball {
         steps.push(Step::KernelHeaders);
     }
@@ -137,6 +145,10 @@ pub fn apply<S: Sys>(
             Ok(())
         }
         Step::EgressCa(certs) => super::ca::apply(sys, ctx, certs),
+        Step::Gpu => {
+            super::gpu::apply(sys, ctx);
+            Ok(())
+        }
         Step::KernelHeaders => {
             match sys.open_read(crate::headers::SOURCE) {
                 Ok(fd) => ctx.headers = Some(fd),
@@ -163,6 +175,7 @@ mod tests {
         let facts = Facts {
             test_mode,
             headers_tarball: false,
+            gpu: false,
         };
         after_config(&Options::parse(cmdline), &config, facts)
     }

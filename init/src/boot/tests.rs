@@ -482,7 +482,7 @@ fn modules_load_in_dependency_order() {
     let dir = "/lib/modules/6.1.0-test";
     f.file(
         &format!("{dir}/modules.dep"),
-        b"kernel/ext4.ko: kernel/jbd2.ko\nkernel/jbd2.ko:\nkernel/crc32c_generic.ko:\n",
+        b"kernel/ext4.ko: kernel/jbd2.ko\nkernel/jbd2.ko:\nkernel/crc32c_generic.ko:\nextra/nvidia.ko:\nextra/nvidia-drm.ko: extra/nvidia.ko\n",
     );
     f.file(
         &format!("{dir}/modules.softdep"),
@@ -1745,4 +1745,133 @@ fn systemd_mode_stages_init_and_the_tarball_for_the_unit() {
     assert_eq!(f.files[crate::headers::STATUS], b"pending\n");
     assert!(index(&f, "exec_pid1") > init);
     assert!(f.calls_with("start_headers_worker").is_empty());
+}
+
+/// A fake with an NVIDIA GPU on the PCI bus (a display function and its
+/// audio function) and the driver's stand-in in the image's module tree.
+fn gpu_fake(config: &str) -> FakeSys {
+    let mut f = ready_fake(config);
+    f.file(
+        gpu::PCI_DEVICES,
+        b"0000\t80861237\t0\n0028\t10de2330\t2b\n0029\t10de22a3\t2c\n",
+    );
+    let dir = "/overlay/newroot/lib/modules/6.1.0-test";
+    f.file(
+        &format!("{dir}/modules.dep"),
+        b"extra/nvidia-drm.ko: extra/nvidia-modeset.ko extra/nvidia.ko kernel/drm.ko\n\
+          extra/nvidia-modeset.ko: extra/nvidia.ko\n\
+          extra/nvidia-uvm.ko: extra/nvidia.ko\n\
+          extra/nvidia.ko:\n\
+          kernel/drm.ko:\n",
+    );
+    f.file(
+        "/proc/devices",
+        b"Character devices:\n  1 mem\n195 nvidia-frontend\n506 nvidia-uvm\n\nBlock devices:\n",
+    );
+    f.dirs.insert("/proc/driver/nvidia/gpus".into());
+    f.file("/proc/driver/nvidia/gpus/0000:00:05.0/information", b"");
+    f
+}
+
+#[test]
+fn a_gpu_gets_its_driver_stack_in_order_with_modeset_and_its_nodes() {
+    let mut f = gpu_fake(MINIMAL);
+    assert_eq!(booted(&mut f).0, 0, "{}", f.console);
+    let loads = f.calls_with("load_module");
+    let dir = "/overlay/newroot/lib/modules/6.1.0-test";
+    assert_eq!(
+        loads,
+        [
+            format!("load_module {dir}/extra/nvidia.ko"),
+            format!("load_module {dir}/extra/nvidia-uvm.ko"),
+            format!("load_module {dir}/extra/nvidia-modeset.ko"),
+            format!("load_module {dir}/kernel/drm.ko"),
+            format!("load_module {dir}/extra/nvidia-drm.ko modeset=1"),
+        ]
+    );
+    assert_eq!(
+        f.calls_with("mknod"),
+        [
+            "mknod /dev/nvidiactl c 195:255 666",
+            "mknod /dev/nvidia-modeset c 195:254 666",
+            "mknod /dev/nvidia0 c 195:0 666",
+            "mknod /dev/nvidia-uvm c 506:0 666",
+            "mknod /dev/nvidia-uvm-tools c 506:1 666",
+        ]
+    );
+    assert!(index(&f, "mknod") < index(&f, "switch_root"));
+    let status = &f.files["/overlay/newroot/run/hypeman/gpu-init.status"];
+    assert!(
+        status.starts_with(b"ok 1 GPU(s)"),
+        "{}",
+        String::from_utf8_lossy(status)
+    );
+}
+
+#[test]
+fn a_gpu_without_its_driver_is_a_failed_status_not_a_failed_boot() {
+    let mut f = gpu_fake(MINIMAL);
+    let nvidia = "/overlay/newroot/lib/modules/6.1.0-test/extra/nvidia.ko";
+    f.failing_modules.insert(nvidia.into());
+    assert_eq!(booted(&mut f).0, 0, "{}", f.console);
+    let status = String::from_utf8_lossy(&f.files["/overlay/newroot/run/hypeman/gpu-init.status"])
+        .into_owned();
+    assert!(status.starts_with("failed: load nvidia: "), "{status}");
+    assert!(f.console.contains("[ERROR] [hypeman-init:gpu] load nvidia"));
+    assert!(f.calls_with("mknod").is_empty());
+
+    let mut f = ready_fake(MINIMAL);
+    f.file(gpu::PCI_DEVICES, b"0028\t10de2330\t2b\n");
+    assert_eq!(booted(&mut f).0, 0);
+    let status = String::from_utf8_lossy(&f.files["/overlay/newroot/run/hypeman/gpu-init.status"])
+        .into_owned();
+    assert!(
+        status.starts_with("failed: no NVIDIA driver modules"),
+        "{status}"
+    );
+}
+
+#[test]
+fn without_a_gpu_the_probe_is_the_only_cost() {
+    let mut plain = ready_fake(MINIMAL);
+    plain.file(gpu::PCI_DEVICES, b"0000\t80861237\t0\n0010\t1af41000\t0\n");
+    assert_eq!(booted(&mut plain).0, 0);
+    let mut off = ready_fake(MINIMAL);
+    let inputs = Inputs {
+        cmdline_override: Some("console=ttyS0 hypeman.gpu=0".into()),
+        test_mode: false,
+        start: Duration::ZERO,
+    };
+    assert_eq!(run(&mut off, &inputs).0, 0);
+    // The same effects, and reads that differ by the probe alone.
+    assert_eq!(plain.calls, off.calls);
+    let mut reads = plain.reads.borrow().clone();
+    let probe = reads
+        .iter()
+        .position(|r| r == gpu::PCI_DEVICES)
+        .expect("probe");
+    reads.remove(probe);
+    assert_eq!(reads, *off.reads.borrow());
+    assert!(!off.reads.borrow().iter().any(|r| r.contains("pci")));
+}
+
+#[test]
+fn the_initramfs_nvidia_stack_waits_for_the_gpu_step() {
+    let mut f = gpu_fake(MINIMAL);
+    // Only the initramfs carries the stack here (the image has none).
+    f.files
+        .remove("/overlay/newroot/lib/modules/6.1.0-test/modules.dep");
+    f.file(
+        "/lib/modules/6.1.0-test/modules.dep",
+        b"extra/nvidia.ko:\nextra/nvidia-drm.ko: extra/nvidia.ko\n",
+    );
+    assert_eq!(booted(&mut f).0, 0, "{}", f.console);
+    assert_eq!(
+        f.calls_with("load_module"),
+        [
+            "load_module /lib/modules/6.1.0-test/extra/nvidia.ko",
+            "load_module /lib/modules/6.1.0-test/extra/nvidia-drm.ko modeset=1",
+        ]
+    );
+    assert!(index(&f, "load_module") > index(&f, "mount overlay"));
 }

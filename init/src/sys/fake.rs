@@ -71,6 +71,10 @@ pub struct FakeSys {
     pub net_macs: BTreeMap<String, String>,
     /// Netlink request kinds (`up`, `addr`, `route`) that fail with EPERM.
     pub failing_net: BTreeSet<String>,
+    /// Every path read (read_file, read_regular), in order.
+    pub reads: std::cell::RefCell<Vec<String>>,
+    /// Module files whose load fails (ENODEV).
+    pub failing_modules: BTreeSet<String>,
     /// Fake clock (ms), advanced by each boottime() read.
     pub clock_ms: std::cell::Cell<u64>,
     next_pid: i32,
@@ -161,6 +165,7 @@ impl Sys for FakeSys {
         Ok(())
     }
     fn read_file(&self, path: &str, limit: usize) -> io::Result<Vec<u8>> {
+        self.reads.borrow_mut().push(path.into());
         let data = self.files.get(path).ok_or_else(enoent)?;
         if data.len() > limit {
             return Err(io::Error::other(format!("larger than {limit} bytes")));
@@ -168,6 +173,7 @@ impl Sys for FakeSys {
         Ok(data.clone())
     }
     fn read_regular(&self, path: &str, limit: usize) -> io::Result<Vec<u8>> {
+        self.reads.borrow_mut().push(path.into());
         let data = self.files.get(path).ok_or_else(enoent)?;
         Ok(data[..limit.min(data.len())].to_vec())
     }
@@ -249,9 +255,37 @@ impl Sys for FakeSys {
     fn kernel_release(&self) -> String {
         "6.1.0-test".into()
     }
-    fn load_module(&mut self, path: &str) -> io::Result<()> {
-        self.record(format!("load_module {path}"));
+    fn load_module(&mut self, path: &str, params: &str) -> io::Result<()> {
+        match params {
+            "" => self.record(format!("load_module {path}")),
+            p => self.record(format!("load_module {path} {p}")),
+        }
+        match self.failing_modules.contains(path) {
+            true => Err(io::Error::from_raw_os_error(libc::ENODEV)),
+            false => Ok(()),
+        }
+    }
+    fn mknod_char(&mut self, path: &str, major: u32, minor: u32, mode: u32) -> io::Result<()> {
+        self.record(format!("mknod {path} c {major}:{minor} {mode:o}"));
+        self.files.insert(path.into(), Vec::new());
         Ok(())
+    }
+    fn list_dir(&mut self, path: &str) -> io::Result<Vec<String>> {
+        self.record(format!("list_dir {path}"));
+        let prefix = format!("{}/", path.trim_end_matches('/'));
+        let names: BTreeSet<String> = self
+            .files
+            .keys()
+            .chain(self.dirs.iter())
+            .filter_map(|p| p.strip_prefix(&prefix))
+            .filter_map(|rest| rest.split('/').next())
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .collect();
+        match names.is_empty() && !self.dirs.contains(path) {
+            true => Err(enoent()),
+            false => Ok(names.into_iter().collect()),
+        }
     }
     fn wait_for_paths(&mut self, paths: &[String], timeout: Duration) -> Result<(), String> {
         self.record(format!(

@@ -192,7 +192,11 @@ pub trait Sys {
     /// uname -r.
     fn kernel_release(&self) -> String;
     /// finit_module(2) of an uncompressed or kernel-decompressible module file.
-    fn load_module(&mut self, path: &str) -> io::Result<()>;
+    fn load_module(&mut self, path: &str, params: &str) -> io::Result<()>;
+    /// mknod(2) of a character device (an existing node is fine).
+    fn mknod_char(&mut self, path: &str, major: u32, minor: u32, mode: u32) -> io::Result<()>;
+    /// The names in a directory.
+    fn list_dir(&mut self, path: &str) -> io::Result<Vec<String>>;
     /// Wait until every path exists, without fixed sleeps; on timeout, the first
     /// missing path.
     fn wait_for_paths(&mut self, paths: &[String], timeout: Duration) -> Result<(), String>;

@@ -272,18 +272,35 @@ impl Sys for RealSys {
             .unwrap_or_default()
     }
 
-    fn load_module(&mut self, path: &str) -> io::Result<()> {
+    fn load_module(&mut self, path: &str, params: &str) -> io::Result<()> {
         let file = fs::File::open(path)?;
         let mut flags = nix::kmod::ModuleInitFlags::empty();
         if path.ends_with(".xz") || path.ends_with(".zst") || path.ends_with(".gz") {
             // MODULE_INIT_COMPRESSED_FILE: the kernel decompresses.
             flags = nix::kmod::ModuleInitFlags::from_bits_retain(4);
         }
-        let params = CString::default();
+        let params = CString::new(params).map_err(|_| io::Error::other("NUL in parameters"))?;
         match nix::kmod::finit_module(&file, &params, flags) {
             Ok(()) | Err(Errno::EEXIST) => Ok(()),
             Err(e) => Err(errno_io(e)),
         }
+    }
+
+    fn mknod_char(&mut self, path: &str, major: u32, minor: u32, mode: u32) -> io::Result<()> {
+        let dev = nix::sys::stat::makedev(major.into(), minor.into());
+        let perm = nix::sys::stat::Mode::from_bits_truncate(mode);
+        match nix::sys::stat::mknod(path, nix::sys::stat::SFlag::S_IFCHR, perm, dev) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(errno_io(e)),
+        }
+        // The mode as asked, not as the umask left it.
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+    }
+
+    fn list_dir(&mut self, path: &str) -> io::Result<Vec<String>> {
+        fs::read_dir(path)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect()
     }
 
     fn wait_for_paths(&mut self, paths: &[String], timeout: Duration) -> Result<(), String> {
