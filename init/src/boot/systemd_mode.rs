@@ -74,15 +74,36 @@ pub fn env_file(config: &Config) -> String {
         .collect()
 }
 
-/// Units masked (linked to /dev/null): the serial getty on the console,
-/// which waits for a device unit udev never announces in such a root.
-pub fn masked_units(console: Option<&str>) -> Vec<String> {
+/// Units masked (linked to /dev/null), each waiting ~90 s for a device unit
+/// udev never announces in a container-made root: the serial getty on the
+/// console, and the device units of the VM's disks (`dev-vda.device`…:
+/// root, overlay, config and volume disks), so a job that names one fails
+/// at once instead of timing out.
+pub fn masked_units(console: Option<&str>, disks: &[&str]) -> Vec<String> {
+    let simple = |name: &str| !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric());
     let tty = console
         .and_then(|c| c.strip_prefix("/dev/"))
-        .filter(|t| t.starts_with("tty") && t.chars().all(|c| c.is_ascii_alphanumeric()));
-    tty.map(|t| format!("serial-getty@{t}.service"))
-        .into_iter()
-        .collect()
+        .filter(|t| t.starts_with("tty") && simple(t));
+    let getty = tty.map(|t| format!("serial-getty@{t}.service"));
+    let mut devices: Vec<String> = disks
+        .iter()
+        .filter_map(|d| d.strip_prefix("/dev/"))
+        .filter(|d| d.starts_with("vd") && simple(d))
+        .map(|d| format!("dev-{d}.device"))
+        .collect();
+    devices.sort();
+    devices.dedup();
+    getty.into_iter().chain(devices).collect()
+}
+
+/// The VM's disks: those the boot waited for and the volumes'.
+fn disks(ctx: &Ctx, config: &Config) -> Vec<String> {
+    let mut disks = super::plan::devices(&ctx.opts, ctx.kind);
+    for v in config.volume_mounts.iter().flatten() {
+        disks.push(v.device.clone());
+        disks.extend(v.overlay_device.clone());
+    }
+    disks
 }
 
 /// What PID 1 becomes: `entrypoint ++ cmd`, or `/sbin/init`.
@@ -155,7 +176,9 @@ fn prepare<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> Result<(), Bo
         sys.symlink(&format!("../{name}"), &link)
             .map_err(failed(format!("enable {name}")))?;
     }
-    let masked = masked_units(ctx.opts.console.as_deref());
+    let disks = disks(ctx, config);
+    let disks: Vec<&str> = disks.iter().map(String::as_str).collect();
+    let masked = masked_units(ctx.opts.console.as_deref(), &disks);
     for unit in &masked {
         let link = format!("{UNITS}/{unit}");
         let _ = sys.remove_file(&link);
@@ -198,10 +221,18 @@ mod tests {
         assert_eq!(argv(&c), ["/lib/systemd/systemd", "--log-level=info"]);
         assert_eq!(argv(&Config::default()), ["/sbin/init"]);
         assert_eq!(
-            masked_units(Some("/dev/ttyS0")),
+            masked_units(Some("/dev/ttyS0"), &[]),
             ["serial-getty@ttyS0.service"]
         );
-        assert!(masked_units(Some("/dev/hvc0")).is_empty());
-        assert!(masked_units(None).is_empty());
+        assert!(masked_units(Some("/dev/hvc0"), &[]).is_empty());
+        assert!(masked_units(None, &["/dev/sda", "/dev/vd-x", "vdz"]).is_empty());
+        assert_eq!(
+            masked_units(Some("/dev/ttyS0"), &["/dev/vdc", "/dev/vda", "/dev/vdc"]),
+            [
+                "serial-getty@ttyS0.service",
+                "dev-vda.device",
+                "dev-vdc.device"
+            ]
+        );
     }
 }

@@ -554,6 +554,15 @@ fn systemd_mode_writes_the_units_and_hands_pid_1_over() {
         &f,
         "symlink /etc/systemd/system/serial-getty@ttyS0.service -> /dev/null",
     );
+    for disk in ["vda", "vdb", "vdc"] {
+        index(
+            &f,
+            &format!("symlink /etc/systemd/system/dev-{disk}.device -> /dev/null"),
+        );
+    }
+    assert!(f.console.contains(
+        "masked serial-getty@ttyS0.service, dev-vda.device, dev-vdb.device, dev-vdc.device"
+    ));
     let env = String::from_utf8_lossy(&f.files[systemd_mode::ENV_FILE]).into_owned();
     assert!(
         env.starts_with("A='x y'\n")
