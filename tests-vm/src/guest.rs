@@ -14,7 +14,7 @@ use host_sysmgr::disks::{self, RootFs};
 use host_sysmgr::stop::{StopOptions, StopReport};
 use host_sysmgr::vmm::qemu::Qemu;
 use host_sysmgr::vmm::vhost_vsock::VhostVsock;
-use host_sysmgr::vmm::{Disk, Machine, Nic, Vm, VmConfig, Vsock};
+use host_sysmgr::vmm::{Accel, Disk, Machine, Nic, Vm, VmConfig, Vsock};
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -61,6 +61,10 @@ pub struct Guest {
     pub cmdline: String,
     /// Initramfs variant.
     pub initrd: Variant,
+    /// An initramfs image to boot instead of the variant's.
+    pub initrd_image: Option<PathBuf>,
+    /// Accelerator (TCG here; `Accel::Icount` for deterministic guest time).
+    pub accel: Accel,
     /// Attach vsock (vhost-device-vsock).
     pub vsock: bool,
     /// Attach a user-mode NIC (loopback-only forwards).
@@ -100,6 +104,8 @@ impl Guest {
             nic: None,
             extra_disks: Vec::new(),
             image_files: Vec::new(),
+            initrd_image: None,
+            accel: Accel::Auto,
             kernel: None,
             machine: Machine::Q35,
             quiet_kernel: true,
@@ -221,7 +227,10 @@ impl Guest {
             Some(k) => k.clone(),
             None => kernel::default_kernel()?,
         };
-        let initrd = initramfs::image(&kernel, &self.initrd)?;
+        let initrd = match &self.initrd_image {
+            Some(p) => p.clone(),
+            None => initramfs::image(&kernel, &self.initrd)?,
+        };
         let lock = vm_lock()?;
         let work = tempfile::Builder::new()
             .prefix("vm-")
@@ -240,6 +249,7 @@ impl Guest {
         let mut cfg = VmConfig::new(&kernel.vmlinux, w.join("serial.log"), w.join("run"));
         cfg.initrd = Some(initrd);
         cfg.memory_mib = self.memory_mib;
+        cfg.accel = self.accel;
         cfg.machine = self.machine;
         cfg.nic = self.nic.clone();
         let quiet = if self.quiet_kernel { "loglevel=4 " } else { "" };

@@ -51,7 +51,7 @@ pub(super) fn cmdline_with(cmdline: &str, defaults: &[&str]) -> String {
 /// Refusals shared by the KVM-only backends (Cloud Hypervisor, Firecracker).
 pub(super) fn check_kvm_only(name: &str, cfg: &VmConfig) -> Result<(), VmmError> {
     cfg.validate()?;
-    if cfg.accel == Accel::Tcg {
+    if matches!(cfg.accel, Accel::Tcg | Accel::Icount(_)) {
         return Err(VmmError::Config(format!(
             "{name} needs a hardware KVM: accelerator TCG is not supported (use QEMU)"
         )));

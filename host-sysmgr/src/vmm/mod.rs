@@ -71,6 +71,18 @@ pub enum Accel {
     Kvm,
     /// Software emulation.
     Tcg,
+    /// Software emulation with deterministic instruction counting (QEMU's
+    /// `-icount shift=N,sleep=off`): guest time advances 2^N ns per
+    /// instruction, so the guest's clock readings are reproducible where
+    /// no I/O is waited for. For benchmarks; QEMU only.
+    Icount(u8),
+}
+
+impl Accel {
+    /// Software emulation of either kind.
+    pub fn is_tcg(self) -> bool {
+        matches!(self, Accel::Tcg | Accel::Icount(_))
+    }
 }
 
 /// One virtio-blk disk.

@@ -99,7 +99,7 @@ fn cmdline(q: &Qemu, cfg: &VmConfig, accel: Accel) -> String {
     add("panic=-1".into());
     if cfg.machine == Machine::Microvm {
         add("reboot=t".into());
-        if let (Accel::Tcg, Some(khz)) = (accel, q.tsc_khz) {
+        if let (true, Some(khz)) = (accel.is_tcg(), q.tsc_khz) {
             add(format!("tsc_early_khz={khz}"));
         }
     }
@@ -122,11 +122,17 @@ fn machine_args(cfg: &VmConfig, accel: Accel, args: &mut Vec<String>) {
         let obj = format!("memory-backend-memfd,id=mem,size={mem},share=on");
         push(args, &["-object", &obj]);
     }
-    let accel = match accel {
+    let name = match accel {
         Accel::Kvm => "kvm",
         _ => "tcg",
     };
-    push(args, &["-M", &machine, "-accel", accel, "-m", &mem]);
+    push(args, &["-M", &machine, "-accel", name, "-m", &mem]);
+    if let Accel::Icount(shift) = accel {
+        push(
+            args,
+            &["-icount", &format!("shift={},sleep=off", shift.min(10))],
+        );
+    }
     push(args, &["-smp", &cfg.vcpus.to_string()]);
 }
 
@@ -189,7 +195,7 @@ impl Backend for Qemu {
         cfg.validate()?;
         check_option_values(cfg)?;
         let accel = self.accel(cfg);
-        if cfg.machine == Machine::Microvm && accel == Accel::Tcg && self.tsc_khz.is_none() {
+        if cfg.machine == Machine::Microvm && accel.is_tcg() && self.tsc_khz.is_none() {
             // Without tsc_early_khz about half of such boots hang in calibration.
             return Err(VmmError::Config(
                 "microvm under TCG needs the host TSC rate (none in /proc/cpuinfo); use q35".into(),
@@ -336,6 +342,13 @@ mod tests {
 
     #[test]
     fn kvm_only_when_resolved() {
+        let mut c = cfg();
+        c.accel = Accel::Icount(3);
+        let args = qemu(Accel::Kvm).launch(&c).unwrap().args.join(" ");
+        assert!(
+            args.contains("-accel tcg -m 512M -icount shift=3,sleep=off"),
+            "{args}"
+        );
         let args = qemu(Accel::Kvm).launch(&cfg()).unwrap().args.join(" ");
         assert!(args.contains("-accel kvm"));
         let mut c = cfg();

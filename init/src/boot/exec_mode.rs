@@ -50,7 +50,9 @@ pub fn run<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> (i32, String)
     };
     let app_start = sys.boottime();
     program_start(sys);
-    let summary = ctx.timing.summary(app_start);
+    // init's own CPU time: what it computed, not what it waited for.
+    let cpu = sys.cpu_time().saturating_sub(ctx.cpu_start).as_secs_f64() * 1000.0;
+    let summary = format!("{} cpu={cpu:.3} ms", ctx.timing.summary(app_start));
     report::info(sys, "timing", &summary);
     super::kernel_headers::start(sys, ctx);
     let deferred = std::mem::take(&mut ctx.deferred);

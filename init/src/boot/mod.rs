@@ -72,9 +72,9 @@ pub struct Ctx {
     pub cmdline_given: bool,
     /// Whether the agent was copied into the new root.
     pub agent_installed: bool,
-    /// The agent's bytes, read from the initramfs before the switch and written
+    /// The agent in the initramfs, opened before the switch and copied
     /// into the new root after it (so image symlinks resolve inside the image).
-    pub agent_bytes: Option<Vec<u8>>,
+    pub agent_file: Option<std::os::fd::OwnedFd>,
     /// Whether the new root is `/` already.
     pub switched: bool,
     /// Mount points to remount read-only at power-off, in order: the overlay
@@ -86,6 +86,9 @@ pub struct Ctx {
     /// Signals and power-button presses that arrived while a boot step
     /// waited for a child of its own; the supervisor serves them first.
     pub deferred: Vec<crate::sys::Event>,
+    /// CPU time PID 1 had used when init started (the kernel's own boot work
+    /// runs in the same task before it executes /init).
+    pub cpu_start: Duration,
     /// The initramfs's kernel-headers tarball, opened before the switch
     /// (the initramfs is freed then) for the headers worker.
     pub headers: Option<std::os::fd::OwnedFd>,
@@ -93,6 +96,7 @@ pub struct Ctx {
 
 /// Run the whole boot; returns only after `power_off` returned (fake, or not PID 1).
 pub fn run<S: Sys>(sys: &mut S, inputs: &Inputs) -> (i32, String) {
+    let cpu_start = sys.cpu_time();
     let kind = match sys.statfs_magic("/") {
         Ok(RAMFS_MAGIC) | Ok(TMPFS_MAGIC) => BootKind::Initramfs,
         _ => BootKind::Direct,
@@ -105,12 +109,13 @@ pub fn run<S: Sys>(sys: &mut S, inputs: &Inputs) -> (i32, String) {
         test_mode: inputs.test_mode,
         cmdline_given: inputs.cmdline_override.is_some(),
         agent_installed: false,
-        agent_bytes: None,
+        agent_file: None,
         switched: false,
         shutdown_ro: Vec::new(),
         overlay_dir: None,
         deferred: Vec::new(),
         headers: None,
+        cpu_start,
     };
     if sys.getpid() != 1 {
         // Never mount over a running system's /proc, /dev or /sys.
@@ -485,15 +490,15 @@ fn prepare_newroot<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> Resul
         "newroot",
     )?;
     if !config.skip_guest_agent() {
-        ctx.agent_bytes = read_agent(sys);
+        ctx.agent_file = open_agent(sys);
     }
     Ok(())
 }
 
-/// The agent from the initramfs; a missing agent is one ERROR line.
-fn read_agent<S: Sys>(sys: &mut S) -> Option<Vec<u8>> {
-    match sys.read_file(plan::AGENT_SOURCE, 256 << 20) {
-        Ok(b) => Some(b),
+/// The agent in the initramfs; a missing agent is one ERROR line.
+fn open_agent<S: Sys>(sys: &mut S) -> Option<std::os::fd::OwnedFd> {
+    match sys.open_read(plan::AGENT_SOURCE) {
+        Ok(fd) => Some(fd),
         Err(e) => {
             let msg = format!("{}: {e}; booting without the agent", plan::AGENT_SOURCE);
             report::error(sys, "agent", &msg);
@@ -502,11 +507,11 @@ fn read_agent<S: Sys>(sys: &mut S) -> Option<Vec<u8>> {
     }
 }
 
-/// Write the agent into the (now current) root.
-fn install_agent<S: Sys>(sys: &mut S, bytes: &[u8]) -> bool {
+/// Copy the agent into the (now current) root.
+fn install_agent<S: Sys>(sys: &mut S, agent: &std::os::fd::OwnedFd) -> bool {
     let written = sys
         .mkdir_all("/opt/hypeman")
-        .and_then(|()| sys.write_file(plan::AGENT_TARGET, bytes, 0o755));
+        .and_then(|()| sys.copy_fd(agent, plan::AGENT_TARGET, 0o755).map(drop));
     if let Err(e) = written {
         let msg = format!(
             "install {}: {e}; booting without the agent",
@@ -537,8 +542,8 @@ fn switch_root<S: Sys>(sys: &mut S, ctx: &mut Ctx) -> Result<(), BootError> {
         *root = "/".into();
     }
     report::register_teardown(&ctx.shutdown_ro);
-    if let Some(bytes) = ctx.agent_bytes.take() {
-        ctx.agent_installed = install_agent(sys, &bytes);
+    if let Some(agent) = ctx.agent_file.take() {
+        ctx.agent_installed = install_agent(sys, &agent);
     }
     Ok(())
 }

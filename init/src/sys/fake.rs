@@ -138,6 +138,9 @@ impl Sys for FakeSys {
         self.clock_ms.set(now);
         Duration::from_millis(now)
     }
+    fn cpu_time(&self) -> Duration {
+        Duration::from_micros(4321)
+    }
     fn realtime(&self) -> (i64, u32) {
         (1_771_000_000, 5)
     }

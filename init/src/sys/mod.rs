@@ -135,6 +135,8 @@ pub trait Sys {
     fn boottime(&self) -> Duration;
     /// CLOCK_REALTIME now, as (seconds, nanoseconds).
     fn realtime(&self) -> (i64, u32);
+    /// CPU time this process used so far (user + system).
+    fn cpu_time(&self) -> Duration;
     /// Our own pid.
     fn getpid(&self) -> i32;
     /// Write one already formatted line (with its newline) to the console.

@@ -60,6 +60,18 @@ impl Sys for RealSys {
         ts.map(Duration::from).unwrap_or_default()
     }
 
+    fn cpu_time(&self) -> Duration {
+        match nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF) {
+            Ok(u) => {
+                let tv = |t: nix::sys::time::TimeVal| {
+                    Duration::new(t.tv_sec().max(0) as u64, t.tv_usec().max(0) as u32 * 1000)
+                };
+                tv(u.user_time()) + tv(u.system_time())
+            }
+            Err(_) => Duration::ZERO,
+        }
+    }
+
     fn realtime(&self) -> (i64, u32) {
         match nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME) {
             Ok(ts) => (ts.tv_sec(), u32::try_from(ts.tv_nsec()).unwrap_or(0)),
@@ -477,14 +489,26 @@ impl Sys for RealSys {
     fn copy_fd(&mut self, from: &OwnedFd, to: &str, mode: u32) -> io::Result<u64> {
         let mut src = fs::File::from(from.try_clone()?);
         std::io::Seek::seek(&mut src, io::SeekFrom::Start(0))?;
-        let _ = fs::remove_file(to);
-        let mut dst = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .mode(mode)
-            .open(to)?;
-        io::copy(&mut src, &mut dst)
+        // As write_file: a fresh temporary name, never followed, then renamed.
+        let tmp = format!("{to}.tmp-init");
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let copied = {
+            let mut dst = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .mode(mode)
+                .open(&tmp)?;
+            // copy_file_range/sendfile under the hood: no user-space buffer.
+            let n = io::copy(&mut src, &mut dst)?;
+            dst.set_permissions(fs::Permissions::from_mode(mode))?;
+            n
+        };
+        fs::rename(&tmp, to)?;
+        Ok(copied)
     }
 
     fn start_headers_worker(&mut self, tarball: OwnedFd, release: &str) -> io::Result<i32> {

@@ -7,6 +7,10 @@
 //! vm-helper oom               allocate and touch memory until the kernel kills it
 //! vm-helper meminfo           print MemFree and MemAvailable (kB)
 //! vm-helper term-self         kill(1, SIGTERM) and report the forwarded signal
+//! vm-helper stamp LABEL       print `BENCH LABEL t_us=<CLOCK_BOOTTIME µs>` and the
+//!                             peak RSS of PID 1 and of the guest agent (boot-bench)
+//! /init (as PID 1, no args)   the boot benchmark's floor: print the stamp
+//!                             (label `floor`) and power off at once
 //! ```
 
 use std::io::Write;
@@ -102,8 +106,64 @@ fn http_get(addr: &str) -> i32 {
     1
 }
 
+/// CLOCK_BOOTTIME in microseconds.
+fn boottime_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000 + (ts.tv_nsec as u64) / 1000
+}
+
+/// VmHWM (peak RSS, kB) of a process, 0 when unknown.
+fn peak_rss_kb(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn agent_pid() -> Option<String> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        (comm.trim() == "guest-agent").then_some(pid)
+    })
+}
+
+fn stamp(label: &str) {
+    let t = boottime_us();
+    let agent = agent_pid().map_or(0, |p| peak_rss_kb(&p));
+    println!(
+        "BENCH {label} t_us={t} init_rss_kb={} agent_rss_kb={agent}",
+        peak_rss_kb("1")
+    );
+}
+
+/// The floor: a static PID 1 that prints its clock and powers off.
+fn floor() -> ! {
+    println!("BENCH floor t_us={}", boottime_us());
+    let _ = std::io::stdout().flush();
+    // SAFETY: reboot(2) with the power-off command takes no pointers.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_POWER_OFF);
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // SAFETY: getpid has no preconditions.
+    if args.is_empty() && unsafe { libc::getpid() } == 1 {
+        floor();
+    }
     let code = match args.first().map(String::as_str) {
         Some("probe") => {
             probe(&args[1..]);
@@ -127,9 +187,13 @@ fn main() {
         }
         Some("term-self") => term_self(),
         Some("http-get") => http_get(args.get(1).map_or("", String::as_str)),
+        Some("stamp") => {
+            stamp(args.get(1).map_or("app", String::as_str));
+            0
+        }
         _ => {
             eprintln!(
-                "usage: vm-helper probe|exit N|segv|oom|meminfo|term-self|http-get ADDR:PORT"
+                "usage: vm-helper probe|exit N|segv|oom|meminfo|term-self|http-get ADDR:PORT|stamp LABEL"
             );
             2
         }

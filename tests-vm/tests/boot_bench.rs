@@ -1,0 +1,53 @@
+//! The boot benchmark's smoke run (every variant once, and the floor and
+//! our init twice under instruction counting), so `boot-bench` cannot rot:
+//! each variant boots to its app with the figures the tables need, and the
+//! floor's deterministic guest time repeats.
+
+use anyhow::{ensure, Result};
+use host_sysmgr::vmm::Accel;
+use tests_vm::bootbench::{self, Kind};
+
+#[test]
+fn every_variant_boots_once_with_its_figures_and_the_floor_repeats_under_icount() -> Result<()> {
+    let tcg = bootbench::prepare(&[], Accel::Tcg)?;
+    let samples = bootbench::measure(&tcg, 0, 1)?;
+    println!("{}", bootbench::table(&tcg, &samples));
+    println!("{}", bootbench::phase_table(&tcg, &samples));
+    ensure!(tcg.len() == bootbench::VARIANTS.len());
+    for (p, s) in tcg.iter().zip(&samples) {
+        let s = &s[0];
+        ensure!(s.first > 0.0 && s.app >= s.first, "{}: {s:?}", p.name);
+        match p.kind {
+            Kind::Init { agent, .. } => {
+                for phase in ["execve", "disks", "switch", "cpu"] {
+                    ensure!(
+                        s.phases.contains_key(phase),
+                        "{}: no {phase}: {s:?}",
+                        p.name
+                    );
+                }
+                ensure!(agent == s.agent_ready.is_some(), "{}: {s:?}", p.name);
+                ensure!(s.rss_kb.0 > 0, "{}: no PID 1 RSS", p.name);
+                if agent {
+                    ensure!(s.rss_kb.1 > 0, "no agent RSS: {s:?}");
+                }
+            }
+            Kind::Floor => ensure!(s.app == s.first),
+            Kind::BusyboxSh => {}
+        }
+    }
+    let ratio = bootbench::ratio(&tcg, &samples);
+    ensure!(ratio.is_some_and(f64::is_finite), "{ratio:?}");
+
+    let icount = bootbench::prepare(&["floor", "init"], Accel::Icount(3))?;
+    let a = bootbench::measure(&icount, 0, 1)?;
+    let b = bootbench::measure(&icount, 0, 1)?;
+    println!("{}", bootbench::agreement_table(&icount, &a, &b));
+    let (fa, fb) = (a[0][0].app, b[0][0].app);
+    ensure!(
+        (fa - fb).abs() < 1.0,
+        "the floor's guest time under -icount differs by {:.3} ms",
+        (fa - fb).abs()
+    );
+    Ok(())
+}
