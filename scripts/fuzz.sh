@@ -60,7 +60,8 @@ for t in "${targets[@]}"; do
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
   after=$(find "$scratch" -type f | wc -l)
-  crashes=$(find "artifacts/$t" -type f | wc -l)
+  # Only this run's reproducers: an older one left in artifacts/ is not news.
+  crashes=$(find "artifacts/$t" -type f -newermt "@$started" | wc -l)
   if [ "$status" -ne 0 ]; then
     failed=1
     crashes=$((crashes > 0 ? crashes : 1))
