@@ -3,7 +3,7 @@
 //! mounting anything.
 
 use guest_contract::config::Config;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Errors building disks.
@@ -90,6 +90,32 @@ pub fn config_disk(config: &Config, img: &Path) -> Result<(), DiskError> {
     let json = config.to_hypeman_json();
     std::fs::write(dir.path().join("config.json"), json).map_err(io("write config.json".into()))?;
     mkfs_ext4(Some(dir.path()), img, 4, false)
+}
+
+/// The vsock port the host serves `config.json` on when a guest boots
+/// with `hypeman.config=vsock:<port>` (`run --config-via vsock`).
+pub const CONFIG_VSOCK_PORT: u32 = 2223;
+
+/// `base` with a second newc archive appended that holds `/config.json`
+/// (the kernel unpacks both; init reads it with `hypeman.config=initrd`),
+/// written to `work/initrd-with-config.img`.
+pub fn initrd_with_config(base: &Path, config: &Config, work: &Path) -> Result<PathBuf, DiskError> {
+    use initrd_builder::cpio::{Archive, Entry};
+    let mut image = std::fs::read(base).map_err(io(format!("read {}", base.display())))?;
+    image.resize(image.len().next_multiple_of(4), 0);
+    let mut archive = Archive::new();
+    let json = config.to_hypeman_json().into_bytes();
+    let cpio_error = |e| DiskError::Io {
+        context: "write the config archive".into(),
+        source: std::io::Error::other(e),
+    };
+    archive
+        .add(Entry::file("/config.json", 0o600, json))
+        .map_err(cpio_error)?;
+    image.extend(archive.write(0).map_err(cpio_error)?);
+    let path = work.join("initrd-with-config.img");
+    std::fs::write(&path, image).map_err(io(format!("write {}", path.display())))?;
+    Ok(path)
 }
 
 /// Size for an ext4 image of `dir`: content plus headroom.

@@ -8,7 +8,10 @@
 //!   early shell init did (`tests-vm/bench/busybox-init.sh`);
 //! - `init`: our init in exec mode, the app only; `init+net`: with eth0;
 //!   `init+agent`: with the agent over vsock, awaited before the app;
-//!   `init+2vol`: with two ext4 volumes.
+//!   `init+2vol`: with two ext4 volumes;
+//! - `cfg-initrd`, `cfg-vsock`: the app only, with `config.json` from an
+//!   archive appended to the initramfs or from the host over vsock instead
+//!   of the config disk.
 //!
 //! Every variant's app is `vm-helper stamp app`, which prints the guest's
 //! CLOCK_BOOTTIME when it runs and the peak RSS of PID 1 and of the agent.
@@ -17,7 +20,7 @@
 //! so a figure that waits on no I/O repeats to the microsecond.
 
 use crate::artifacts::{release_binaries, target_dir, workspace_root};
-use crate::guest::{Guest, Outcome};
+use crate::guest::{ConfigDisk, Guest, Outcome};
 use crate::initramfs::Variant;
 use crate::kernel::Kernel;
 use anyhow::{bail, Context, Result};
@@ -43,46 +46,45 @@ pub enum Kind {
         agent: bool,
         /// Two ext4 volumes.
         volumes: bool,
+        /// Where config.json comes from.
+        config: Via,
     },
 }
 
+/// Where init reads config.json.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The config disk (vdc).
+    Disk,
+    /// An archive appended to the initramfs.
+    Initrd,
+    /// The host, over vsock.
+    Vsock,
+}
+
+const fn ours(net: bool, agent: bool, volumes: bool, config: Via) -> Kind {
+    Kind::Init {
+        net,
+        agent,
+        volumes,
+        config,
+    }
+}
+
 /// Every variant (name, PID 1), in table order.
-pub const VARIANTS: [(&str, Kind); 6] = [
+pub const VARIANTS: [(&str, Kind); 8] = [
     ("floor", Kind::Floor),
     ("busybox-sh", Kind::BusyboxSh),
-    (
-        "init",
-        Kind::Init {
-            net: false,
-            agent: false,
-            volumes: false,
-        },
-    ),
-    (
-        "init+net",
-        Kind::Init {
-            net: true,
-            agent: false,
-            volumes: false,
-        },
-    ),
-    (
-        "init+agent",
-        Kind::Init {
-            net: false,
-            agent: true,
-            volumes: false,
-        },
-    ),
-    (
-        "init+2vol",
-        Kind::Init {
-            net: false,
-            agent: false,
-            volumes: true,
-        },
-    ),
+    ("init", ours(false, false, false, Via::Disk)),
+    ("init+net", ours(true, false, false, Via::Disk)),
+    ("init+agent", ours(false, true, false, Via::Disk)),
+    ("init+2vol", ours(false, false, true, Via::Disk)),
+    ("cfg-initrd", ours(false, false, false, Via::Initrd)),
+    ("cfg-vsock", ours(false, false, false, Via::Vsock)),
 ];
+
+/// The vsock port the config is served on (as `host-sysmgr run`).
+const CONFIG_PORT: u32 = host_sysmgr::disks::CONFIG_VSOCK_PORT;
 
 /// Where the app lives in the image.
 const APP: &str = "/usr/local/bin/vm-helper";
@@ -160,6 +162,7 @@ fn prepare_one(
             net,
             agent,
             volumes,
+            config,
         } => {
             if net {
                 g = with_network(g);
@@ -171,6 +174,8 @@ fn prepare_one(
             if volumes {
                 g = with_volumes(g, work.path())?;
             }
+            // Last: it takes the finished config off the disk.
+            g = with_config_via(g, config, kernel, work.path())?;
         }
     }
     let image = match &g.initrd_image {
@@ -184,6 +189,30 @@ fn prepare_one(
         initrd_bytes: std::fs::metadata(image)?.len(),
         _work: work,
     })
+}
+
+/// The config from the initramfs or over vsock instead of the disk.
+fn with_config_via(mut g: Guest, via: Via, kernel: &Kernel, work: &Path) -> Result<Guest> {
+    let ConfigDisk::Config(config) = &g.config else {
+        return Ok(g);
+    };
+    let config = (**config).clone();
+    match via {
+        Via::Disk => return Ok(g),
+        Via::Initrd => {
+            let base = crate::initramfs::image(kernel, &g.initrd)?;
+            let image = host_sysmgr::disks::initrd_with_config(&base, &config, work)?;
+            g.initrd_image = Some(image);
+            g.cmdline = "hypeman.config=initrd".into();
+        }
+        Via::Vsock => {
+            g.vsock = true;
+            g.cmdline = format!("hypeman.config=vsock:{CONFIG_PORT}");
+            g.served_config = Some(config.to_hypeman_json().into_bytes());
+        }
+    }
+    g.config = ConfigDisk::Missing;
+    Ok(g)
 }
 
 fn with_network(g: Guest) -> Guest {

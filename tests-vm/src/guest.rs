@@ -63,6 +63,9 @@ pub struct Guest {
     pub initrd: Variant,
     /// An initramfs image to boot instead of the variant's.
     pub initrd_image: Option<PathBuf>,
+    /// Bytes served to every guest connection on the config port
+    /// (`hypeman.config=vsock:2223`; needs `vsock`).
+    pub served_config: Option<Vec<u8>>,
     /// Accelerator (TCG here; `Accel::Icount` for deterministic guest time).
     pub accel: Accel,
     /// Attach vsock (vhost-device-vsock).
@@ -105,6 +108,7 @@ impl Guest {
             extra_disks: Vec::new(),
             image_files: Vec::new(),
             initrd_image: None,
+            served_config: None,
             accel: Accel::Auto,
             kernel: None,
             machine: Machine::Q35,
@@ -201,6 +205,21 @@ fn config_image(config: &ConfigDisk, work: &Path) -> Result<Option<PathBuf>> {
     Ok(Some(img))
 }
 
+/// Hands `bytes` to the first guest connection on the config port
+/// (vhost-device-vsock passes a connection to host port P to `<uds>_P`).
+fn serve_once(uds: &Path, bytes: Vec<u8>) -> Result<()> {
+    let port = host_sysmgr::disks::CONFIG_VSOCK_PORT;
+    let path = PathBuf::from(format!("{}_{port}", uds.display()));
+    let listener = std::os::unix::net::UnixListener::bind(&path)
+        .with_context(|| format!("listen on {}", path.display()))?;
+    std::thread::spawn(move || {
+        if let Ok((mut conn, _)) = listener.accept() {
+            let _ = conn.write_all(&bytes);
+        }
+    });
+    Ok(())
+}
+
 /// A booted guest.
 pub struct Running {
     vm: Vm,
@@ -285,6 +304,9 @@ impl Guest {
         } else {
             None
         };
+        if let (Some(bytes), Some(v)) = (&self.served_config, &vhost) {
+            serve_once(&v.uds_path, bytes.clone())?;
+        }
         let vm = Vm::start(&cfg, &Qemu::detect())?;
         Ok(Running {
             vm,

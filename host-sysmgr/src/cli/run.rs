@@ -163,7 +163,7 @@ pub(crate) enum ConfigVia {
 }
 
 /// The vsock port init reads config.json from with `--config-via vsock`.
-pub const CONFIG_VSOCK_PORT: u32 = 2223;
+pub use host_sysmgr::disks::CONFIG_VSOCK_PORT;
 
 /// Serves `work/config.json` to every guest connection on
 /// [`CONFIG_VSOCK_PORT`] (vhost-device-vsock hands a guest's connection to
@@ -187,24 +187,6 @@ pub fn serve_config(cfg: &VmConfig, work: &Path) -> Result<()> {
         }
     });
     Ok(())
-}
-
-/// `base` with a second newc archive appended that holds `/config.json`
-/// (the kernel unpacks both; init reads it with `hypeman.config=initrd`).
-fn initrd_with_config(base: &Path, config: &Config, work: &Path) -> Result<PathBuf> {
-    use initrd_builder::cpio::{Archive, Entry};
-    let mut image = std::fs::read(base).with_context(|| format!("read {}", base.display()))?;
-    image.resize(image.len().next_multiple_of(4), 0);
-    let mut archive = Archive::new();
-    archive.add(Entry::file(
-        "/config.json",
-        0o600,
-        config.to_hypeman_json().into_bytes(),
-    ))?;
-    image.extend(archive.write(0)?);
-    let path = work.join("initrd-with-config.img");
-    std::fs::write(&path, image).with_context(|| format!("write {}", path.display()))?;
-    Ok(path)
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -439,7 +421,11 @@ pub fn vm_config(args: &RunArgs, files: &BootFiles, work: &Path) -> Result<(VmCo
     ];
     let mut append = args.append.clone();
     if via_initrd {
-        cfg.initrd = Some(initrd_with_config(&files.initrd, &guest_config, work)?);
+        cfg.initrd = Some(host_sysmgr::disks::initrd_with_config(
+            &files.initrd,
+            &guest_config,
+            work,
+        )?);
         append = format!("hypeman.config=initrd {append}");
     } else if no_disk {
         // Served by `serve_config` once vsock is attached.
