@@ -14,7 +14,8 @@
 //!   of the config disk.
 //!
 //! Every variant's app is `vm-helper stamp app`, which prints the guest's
-//! CLOCK_BOOTTIME when it runs and the peak RSS of PID 1 and of the agent.
+//! CLOCK_BOOTTIME when it runs and the resident sets of PID 1 and of the
+//! agent at that moment.
 //! Guest times are read from the guest's own clock; with
 //! [`Accel::Icount`] the guest clock is a function of the instructions run,
 //! so a figure that waits on no I/O repeats to the microsecond.
@@ -104,7 +105,7 @@ pub struct Sample {
     pub host_program_start: Option<f64>,
     /// Host: QEMU spawn → QEMU exit (ms).
     pub host_exit: f64,
-    /// Peak RSS of PID 1 and of the agent (kB), as the app saw them.
+    /// Resident sets of PID 1 and of the agent (kB) when the app started.
     pub rss_kb: (u64, u64),
 }
 
@@ -378,6 +379,7 @@ pub fn measure(prepared: &[Prepared], warmup: usize, rounds: usize) -> Result<Ve
     for round in 0..warmup + rounds {
         for (i, p) in prepared.iter().enumerate() {
             let out = p.guest.run()?;
+            keep_log(p.name, round, &out.log)?;
             let s = sample(p.kind, &out)
                 .with_context(|| format!("{} (round {round}):\n{}", p.name, out.log))?;
             if out.exit.as_ref().map(|e| e.0) != Some(0) && p.kind != Kind::Floor {
@@ -389,6 +391,14 @@ pub fn measure(prepared: &[Prepared], warmup: usize, rounds: usize) -> Result<Ve
         }
     }
     Ok(all)
+}
+
+/// Each boot's serial log, kept as `target/reports/boot-bench/<variant>-<round>.log`.
+fn keep_log(name: &str, round: usize, log: &str) -> Result<()> {
+    let dir = crate::artifacts::report_dir()?.join("boot-bench");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join(format!("{name}-{round}.log")), log)?;
+    Ok(())
 }
 
 /// The median of `v` (NaN when empty).
@@ -417,7 +427,7 @@ fn cell(v: (f64, f64, f64)) -> String {
 /// overhead over the floor and the ratio ours / baseline, from one run.
 pub fn table(prepared: &[Prepared], samples: &[Vec<Sample>]) -> String {
     let mut out = String::from(
-        "| variant | initramfs bytes | PID 1 starts | agent ready | app's first output | PID 1 → app | app − floor | host: spawn→PROGRAM-START | host: spawn→exit | PID 1 peak RSS | agent peak RSS |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| variant | initramfs bytes | PID 1 starts | agent ready | app's first output | PID 1 → app | app − floor | host: spawn→PROGRAM-START | host: spawn→exit | PID 1 RSS | agent RSS |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let floor = floor_app(prepared, samples);
     for (p, s) in prepared.iter().zip(samples) {

@@ -8,7 +8,7 @@
 //! vm-helper meminfo           print MemFree and MemAvailable (kB)
 //! vm-helper term-self         kill(1, SIGTERM) and report the forwarded signal
 //! vm-helper stamp LABEL       print `BENCH LABEL t_us=<CLOCK_BOOTTIME µs>` and the
-//!                             peak RSS of PID 1 and of the guest agent (boot-bench)
+//!                             resident sets of PID 1 and of the guest agent (boot-bench)
 //! /init (as PID 1, no args)   the boot benchmark's floor: print the stamp
 //!                             (label `floor`) and power off at once
 //! ```
@@ -117,12 +117,14 @@ fn boottime_us() -> u64 {
     (ts.tv_sec as u64) * 1_000_000 + (ts.tv_nsec as u64) / 1000
 }
 
-/// VmHWM (peak RSS, kB) of a process, 0 when unknown.
-fn peak_rss_kb(pid: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
+/// The resident set (kB) of a process, from its page tables
+/// (`smaps_rollup`: exact, where `status`'s counters may lag behind for a
+/// process that faulted in few pages), 0 when unknown.
+fn rss_kb(pid: &str) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    rollup
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix("Rss:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
@@ -137,10 +139,10 @@ fn agent_pid() -> Option<String> {
 
 fn stamp(label: &str) {
     let t = boottime_us();
-    let agent = agent_pid().map_or(0, |p| peak_rss_kb(&p));
+    let agent = agent_pid().map_or(0, |p| rss_kb(&p));
     println!(
         "BENCH {label} t_us={t} init_rss_kb={} agent_rss_kb={agent}",
-        peak_rss_kb("1")
+        rss_kb("1")
     );
 }
 
