@@ -216,7 +216,8 @@ fn with_config_via(mut g: Guest, via: Via, kernel: &Kernel, work: &Path) -> Resu
     Ok(g)
 }
 
-fn with_network(g: Guest) -> Guest {
+/// `g` with eth0 (a virtio NIC; 10.0.2.15/24 via 10.0.2.2, DNS 10.0.2.3).
+pub fn with_network(g: Guest) -> Guest {
     let mut g = g.with_config(|c| {
         c.network_enabled = Some(true);
         c.guest_ip = Some("10.0.2.15".into());
@@ -228,7 +229,9 @@ fn with_network(g: Guest) -> Guest {
     g
 }
 
-fn with_volumes(g: Guest, work: &Path) -> Result<Guest> {
+/// `g` with a read-only and a read-write ext4 volume (vdd at /data, vde at
+/// /state), their images made in `work`.
+pub fn with_volumes(g: Guest, work: &Path) -> Result<Guest> {
     let (ro, rw) = (work.join("ro.img"), work.join("rw.img"));
     disks::overlay_disk(&ro, 16)?;
     disks::overlay_disk(&rw, 16)?;

@@ -39,19 +39,7 @@ fn an_out_of_tree_module_builds_against_the_headers_and_loads() -> Result<()> {
     std::fs::create_dir_all(&module)?;
     std::fs::write(module.join("hello.c"), HELLO_C)?;
     std::fs::write(module.join("Makefile"), "obj-m := hello.o\n")?;
-    let built = Command::new("make")
-        .arg("-s")
-        .arg("-C")
-        .arg(&headers)
-        .arg(format!("M={}", module.display()))
-        .args(["ARCH=x86_64", "modules"])
-        .output()
-        .context("run make")?;
-    ensure!(
-        built.status.success(),
-        "module build: {}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+    make_modules(&headers, &module)?;
     let ko = std::fs::read(module.join("hello.ko"))?;
 
     let script =
@@ -236,18 +224,7 @@ fn the_gpu_step_loads_a_stand_in_driver_stack_in_order_and_makes_its_nodes() -> 
         module.join("Makefile"),
         format!("obj-m := {}\n", objs.join(" ")),
     )?;
-    let built = Command::new("make")
-        .arg("-s")
-        .arg("-C")
-        .arg(&headers)
-        .arg(format!("M={}", module.display()))
-        .args(["ARCH=x86_64", "modules"])
-        .output()?;
-    ensure!(
-        built.status.success(),
-        "stand-in build: {}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+    make_modules(&headers, &module)?;
     let dir = format!("lib/modules/{}", kernel.release);
     let mut files = vec![(
         format!("{dir}/modules.dep"),
@@ -308,6 +285,25 @@ fn the_gpu_step_loads_a_stand_in_driver_stack_in_order_and_makes_its_nodes() -> 
     ensure!(
         out.exit_line()? == r#"HYPEMAN-EXIT code=0 message="success""#,
         "{log}"
+    );
+    Ok(())
+}
+
+/// `make -C HEADERS M=DIR modules`: the out-of-tree modules of `dir`.
+fn make_modules(headers: &std::path::Path, dir: &std::path::Path) -> Result<()> {
+    let built = Command::new("make")
+        .arg("-s")
+        .arg("-C")
+        .arg(headers)
+        .arg(format!("M={}", dir.display()))
+        .args(["ARCH=x86_64", "modules"])
+        .output()
+        .context("run make")?;
+    ensure!(
+        built.status.success(),
+        "module build in {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&built.stderr)
     );
     Ok(())
 }

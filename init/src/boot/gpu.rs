@@ -107,21 +107,9 @@ fn find_stack<S: Sys>(
         format!("{newroot}/lib/modules/{release}"),
         format!("/lib/modules/{release}"),
     ] {
-        let read = |sys: &S, name: &str| {
-            let bytes = sys
-                .read_file(&format!("{dir}/{name}"), 4 << 20)
-                .unwrap_or_default();
-            String::from_utf8_lossy(&bytes).into_owned()
-        };
-        let dep = read(sys, "modules.dep");
-        if dep.is_empty() {
+        let Some(index) = super::module_index(sys, &dir) else {
             continue;
-        }
-        let index = modindex::Index::parse(
-            &dep,
-            &read(sys, "modules.softdep"),
-            &read(sys, "modules.alias"),
-        );
+        };
         if index.carries("nvidia") {
             return Some((dir, index));
         }

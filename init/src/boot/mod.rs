@@ -240,21 +240,9 @@ fn load_modules<S: Sys>(sys: &mut S, ctx: &Ctx) {
         return;
     }
     let dir = format!("/lib/modules/{}", sys.kernel_release());
-    let read = |sys: &S, name: &str| {
-        let bytes = sys
-            .read_file(&format!("{dir}/{name}"), 4 << 20)
-            .unwrap_or_default();
-        String::from_utf8_lossy(&bytes).into_owned()
-    };
-    let dep = read(sys, "modules.dep");
-    if dep.is_empty() {
+    let Some(index) = module_index(sys, &dir) else {
         return;
-    }
-    let index = modindex::Index::parse(
-        &dep,
-        &read(sys, "modules.softdep"),
-        &read(sys, "modules.alias"),
-    );
+    };
     let mut loaded = 0;
     for rel in index.load_order() {
         // The GPU step loads the NVIDIA stack, with its parameters, when a GPU is there.
@@ -278,6 +266,26 @@ fn load_modules<S: Sys>(sys: &mut S, ctx: &Ctx) {
         "modules",
         &format!("loaded {loaded} modules from {dir}"),
     );
+}
+
+/// The module index of a `lib/modules/<release>` folder (`modules.dep`,
+/// `.softdep`, `.alias`), or `None` when it has no `modules.dep`.
+pub fn module_index<S: Sys>(sys: &S, dir: &str) -> Option<modindex::Index> {
+    let read = |name: &str| {
+        let bytes = sys
+            .read_file(&format!("{dir}/{name}"), 4 << 20)
+            .unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    let dep = read("modules.dep");
+    if dep.is_empty() {
+        return None;
+    }
+    Some(modindex::Index::parse(
+        &dep,
+        &read("modules.softdep"),
+        &read("modules.alias"),
+    ))
 }
 
 /// Candidates after an explicit `console=`.

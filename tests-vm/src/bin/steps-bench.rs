@@ -13,9 +13,7 @@
 //! Usage: `cargo run --release -p tests-vm --bin steps-bench -- [RUNS]`
 
 use anyhow::{Context, Result};
-use guest_contract::config::VolumeMount;
-use host_sysmgr::disks;
-use host_sysmgr::vmm::{Disk, Nic};
+use tests_vm::bootbench;
 use tests_vm::guest::Guest;
 
 /// A phase of init's timing line (`name=12.345 ms`), or the total.
@@ -44,43 +42,8 @@ fn plain() -> Guest {
 }
 
 fn with_steps(work: &std::path::Path) -> Result<Guest> {
-    let (ro, rw) = (work.join("ro.img"), work.join("rw.img"));
-    disks::overlay_disk(&ro, 16)?;
-    disks::overlay_disk(&rw, 16)?;
-    let vols = vec![
-        VolumeMount {
-            device: "/dev/vdd".into(),
-            path: "/data".into(),
-            mode: Some("ro".into()),
-            ..VolumeMount::default()
-        },
-        VolumeMount {
-            device: "/dev/vde".into(),
-            path: "/state".into(),
-            mode: Some("rw".into()),
-            ..VolumeMount::default()
-        },
-    ];
-    let mut g = Guest::new("steps-net-volumes", &["/bin/true"]).with_config(|c| {
-        c.network_enabled = Some(true);
-        c.guest_ip = Some("10.0.2.15".into());
-        c.guest_cidr = Some(24);
-        c.guest_gw = Some("10.0.2.2".into());
-        c.guest_dns = Some("10.0.2.3".into());
-        c.volume_mounts = Some(vols);
-    });
-    g.nic = Some(Nic::default());
-    g.extra_disks = vec![
-        Disk {
-            path: ro,
-            read_only: true,
-        },
-        Disk {
-            path: rw,
-            read_only: false,
-        },
-    ];
-    Ok(g)
+    let g = Guest::new("steps-net-volumes", &["/bin/true"]);
+    bootbench::with_volumes(bootbench::with_network(g), work)
 }
 
 fn main() -> Result<()> {
