@@ -45,6 +45,15 @@ pub enum InstallError {
     /// The tree has no top-level Makefile.
     #[error("the tarball is not a kernel headers tree (no Makefile at its top)")]
     NotHeaders,
+    /// The tarball's folder names another kernel release.
+    #[error("the tarball holds {found}, not the running kernel's headers")]
+    OtherKernel {
+        /// Its top folder.
+        found: String,
+    },
+    /// The kernel release is not a plain name.
+    #[error("kernel release {0:?} is not a plain name")]
+    BadRelease(String),
     /// A file system step failed.
     #[error("{what} {path}")]
     Io {
@@ -102,6 +111,10 @@ impl Paths {
 /// Extracts `tarball` for kernel `release` into the tree at `root` (`/` in
 /// the guest), links it, and removes other versions' trees.
 pub fn install(tarball: impl Read, root: &Path, release: &str) -> Result<Installed, InstallError> {
+    // An empty or odd release would name /lib/modules itself (and remove_others would empty it).
+    if release.is_empty() || release == "." || release == ".." || release.contains('/') {
+        return Err(InstallError::BadRelease(release.into()));
+    }
     let paths = Paths::new(root, release);
     let mut done = Installed {
         already: paths.in_place(),
@@ -125,10 +138,20 @@ fn extract(tarball: impl Read, paths: &Paths) -> Result<tarball::Summary, Instal
     let stage = parent.join(format!(".headers-{}.partial", std::process::id()));
     remove_any(&stage).map_err(io_err("remove", &stage))?;
     fs::create_dir(&stage).map_err(io_err("create", &stage))?;
+    let want = paths
+        .dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
     let result = tarball::walk(tarball, &Limits::default(), |e, data| {
         write(&stage, e, data)
     })
     .map_err(InstallError::Tarball)
+    .and_then(|s| match &s.top {
+        Some(top) if Some(top) != want.as_ref() => {
+            Err(InstallError::OtherKernel { found: top.clone() })
+        }
+        _ => Ok(s),
+    })
     .and_then(|s| match stage.join("Makefile").is_file() {
         true => Ok(s),
         false => Err(InstallError::NotHeaders),
@@ -150,7 +173,9 @@ fn write(stage: &Path, e: &Entry, data: &mut dyn Read) -> io::Result<()> {
     let path = stage.join(&e.path);
     match &e.kind {
         Kind::Dir => {
-            if !path.is_dir() {
+            // Never through a symlink (the walk refuses one there; this
+            // does not rely on it).
+            if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
                 remove_any(&path)?;
                 fs::create_dir_all(&path)?;
             }
@@ -165,7 +190,11 @@ fn write(stage: &Path, e: &Entry, data: &mut dyn Read) -> io::Result<()> {
                 .mode(e.mode)
                 .open(&path)?;
             io::copy(data, &mut f)?;
-            f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(e.mtime))
+            // A time past what SystemTime holds is left as now.
+            match SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(e.mtime)) {
+                Some(t) => f.set_modified(t),
+                None => Ok(()),
+            }
         }
         Kind::Symlink(target) => {
             remove_any(&path)?;
@@ -272,6 +301,20 @@ pub fn worker<S: Sys>(sys: &mut S, tarball: impl Read, root: &Path, release: &st
             1
         }
     }
+}
+
+/// In a worker process: a panic ends in `HEADERS-FAILED` and exit status 1,
+/// never in PID 1's hook (whose `HYPEMAN-EXIT` line would stand for the
+/// app's exit).
+pub fn worker_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let mut sys = crate::sys::real::RealSys::default();
+        let (secs, nanos) = sys.realtime();
+        let msg = format!("panic: {info}");
+        report::sentinel(&mut sys, &sentinel::headers_failed(secs, nanos, &msg));
+        // SAFETY: _exit ends this worker process without unwinding.
+        unsafe { libc::_exit(1) }
+    }));
 }
 
 #[cfg(test)]
@@ -416,6 +459,37 @@ mod tests {
         assert!(sys
             .console
             .contains("linux-headers-6.1.0-t: 5 entries, 17 bytes"));
+    }
+
+    #[test]
+    fn another_kernels_headers_or_an_odd_release_are_refused() {
+        let root = root_with_others();
+        let r = root.path();
+        let e = install(good().as_slice(), r, "6.1.0-other").unwrap_err();
+        assert!(matches!(e, InstallError::OtherKernel { .. }), "{e:?}");
+        assert!(!r.join("usr/src/linux-headers-6.1.0-other").exists());
+        for bad in ["", ".", "..", "a/b"] {
+            let e = install(good().as_slice(), r, bad).unwrap_err();
+            assert!(matches!(e, InstallError::BadRelease(_)), "{e:?}");
+        }
+        // Nothing of the others was touched by the refusals.
+        assert!(r.join("lib/modules/5.10.0-old/kernel").is_dir());
+    }
+
+    #[test]
+    fn an_mtime_past_what_the_clock_holds_does_not_panic() {
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut b = tar::Builder::new(gz);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o644);
+        h.set_mtime(u64::MAX);
+        b.append_data(&mut h, "Makefile", b"all:\n".as_slice())
+            .unwrap();
+        let t = b.into_inner().unwrap().finish().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let done = install(t.as_slice(), root.path(), "6.1.0-t").unwrap();
+        assert_eq!(done.entries, 1);
     }
 
     #[test]

@@ -28,6 +28,7 @@ fn main() {
 /// headers worker, on the tarball init staged at `ROOT/opt/hypeman/`
 /// (ROOT `/` and RELEASE `uname -r` unless given: the unit gives neither).
 fn headers_worker() -> i32 {
+    headers::worker_panic_hook();
     let mut sys = RealSys::default();
     let mut args = std::env::args().skip(2);
     let root = std::path::PathBuf::from(args.next().unwrap_or_else(|| "/".into()));

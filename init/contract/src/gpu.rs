@@ -39,7 +39,7 @@ pub fn char_major(proc_devices: &str, name: &str) -> Option<u32> {
         .skip_while(|l| l.trim() != "Character devices:")
         .skip(1)
         .take_while(|l| !l.trim().is_empty() && !l.starts_with("Block devices:"))
-        .filter_map(|l| l.split_once(char::is_whitespace))
+        .filter_map(|l| l.trim_start().split_once(char::is_whitespace))
         .find(|(_, n)| n.trim() == name)
         .and_then(|(m, _)| m.trim().parse().ok())
 }
@@ -89,6 +89,7 @@ mod tests {
         assert_eq!(char_major(devices, "nvidia-frontend"), Some(195));
         assert_eq!(char_major(devices, "nvidia-uvm"), Some(510));
         assert_eq!(char_major(devices, "loop"), None);
+        assert_eq!(char_major(devices, "mem"), Some(1));
         assert_eq!(char_major("", "mem"), None);
     }
 

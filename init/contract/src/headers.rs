@@ -5,12 +5,14 @@
 //! The tarball is outside input even when it came in a signed initrd: every
 //! entry must be a directory, regular file, symlink or hard link whose path
 //! is relative, has no `..`, and does not pass through a symlink or a file
-//! an earlier entry made; a hard link must name an earlier regular file.
-//! Sizes and entry counts are bounded. A tarball whose first entry is a
-//! single top folder (`linux-headers-<release>/`, as `kernel/build.sh`
-//! makes it) is read with that folder stripped.
+//! an earlier entry made; a path keeps the kind it first had (a directory
+//! never becomes a symlink, or the reverse, so nothing written later can
+//! follow one); a hard link must name an earlier regular file. Sizes and
+//! entry counts are bounded. A tarball whose first entry is a single
+//! `linux-headers-<release>/` folder (as `kernel/build.sh` makes it) is read
+//! with that folder stripped and its name reported; `.` entries are skipped.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::{self, Read};
 
 /// Bounds on one tarball.
@@ -99,12 +101,22 @@ pub enum HeadersError {
 }
 
 /// What [`walk`] saw.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
     /// Entries handed to the visitor.
     pub entries: u64,
     /// File data bytes.
     pub file_bytes: u64,
+    /// The top folder stripped (`linux-headers-<release>`), if any.
+    pub top: Option<String>,
+}
+
+/// What a path is, once an entry (or a path below it) made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    Dir,
+    File,
+    Symlink,
 }
 
 /// A reader that fails once more than `left` bytes were read.
@@ -123,13 +135,13 @@ impl<R: Read> Read for Bounded<R> {
     }
 }
 
-/// The state of a walk: the top folder and what earlier entries made.
+/// The state of a walk: the top folder and what earlier entries made
+/// (every path, and every folder above one, with its kind).
 #[derive(Default)]
 struct Walk {
     top: Option<String>,
     first: bool,
-    files: HashSet<String>,
-    not_dirs: HashSet<String>,
+    seen: HashMap<String, Tag>,
 }
 
 /// Reads a gzip-compressed tarball and hands every checked entry, with a
@@ -183,6 +195,7 @@ where
     if summary.entries == 0 {
         return Err(HeadersError::Empty);
     }
+    summary.top = walk.top;
     Ok(summary)
 }
 
@@ -213,8 +226,12 @@ impl Walk {
         };
         let header = entry.header();
         let kind = header.entry_type();
+        if raw == "." || raw == "./" {
+            return Ok(None);
+        }
         let parts = components(&raw).ok_or_else(|| refuse("not a plain relative path"))?;
-        if std::mem::take(&mut self.first) && parts.len() == 1 && kind.is_dir() {
+        let first = std::mem::take(&mut self.first);
+        if first && parts.len() == 1 && kind.is_dir() && parts[0].starts_with("linux-headers-") {
             self.top = Some(parts[0].to_string());
             return Ok(None);
         }
@@ -223,6 +240,12 @@ impl Walk {
             .ok_or_else(|| refuse("outside the top folder"))?;
         self.check_parents(&path).map_err(refuse)?;
         let kind = self.kind(entry, kind).map_err(refuse)?;
+        match self.seen.get(&path) {
+            Some(t) if *t != tag(&kind) => {
+                return Err(refuse("changes the kind of an earlier path"))
+            }
+            _ => {}
+        }
         let mode = header.mode().map_err(|e| read_error(e, limits))? & 0o777;
         let mtime = header.mtime().map_err(|e| read_error(e, limits))?;
         let size = if kind == Kind::File { entry.size() } else { 0 };
@@ -257,7 +280,7 @@ impl Walk {
                 prefix.push('/');
             }
             prefix.push_str(p);
-            if self.not_dirs.contains(&prefix) {
+            if self.seen.get(&prefix).is_some_and(|t| *t != Tag::Dir) {
                 return Err("passes through a symlink or a file");
             }
         }
@@ -284,7 +307,7 @@ impl Walk {
                 let target = link()?;
                 let parts = components(&target).ok_or("a hard link out of the tree")?;
                 let target = self.strip(&parts).ok_or("a hard link out of the tree")?;
-                if !self.files.contains(&target) {
+                if self.seen.get(&target) != Some(&Tag::File) {
                     return Err("a hard link to no earlier file");
                 }
                 Ok(Kind::HardLink(target))
@@ -293,21 +316,24 @@ impl Walk {
         }
     }
 
+    /// The path's kind, and every folder above it as a folder (the writer
+    /// makes them), so none of them can turn into a link later.
     fn record(&mut self, path: &str, kind: &Kind) {
-        match kind {
-            Kind::Dir => {
-                self.not_dirs.remove(path);
-                self.files.remove(path);
-            }
-            Kind::File | Kind::HardLink(_) => {
-                self.not_dirs.insert(path.to_string());
-                self.files.insert(path.to_string());
-            }
-            Kind::Symlink(_) => {
-                self.not_dirs.insert(path.to_string());
-                self.files.remove(path);
-            }
+        let mut at = 0;
+        while let Some(i) = path[at..].find('/') {
+            let folder = &path[..at + i];
+            self.seen.entry(folder.to_string()).or_insert(Tag::Dir);
+            at += i + 1;
         }
+        self.seen.insert(path.to_string(), tag(kind));
+    }
+}
+
+fn tag(kind: &Kind) -> Tag {
+    match kind {
+        Kind::Dir => Tag::Dir,
+        Kind::File | Kind::HardLink(_) => Tag::File,
+        Kind::Symlink(_) => Tag::Symlink,
     }
 }
 
@@ -420,20 +446,38 @@ mod tests {
 
     #[test]
     fn escapes_and_odd_entries_are_refused() {
-        let top = ("h/", T::Directory, "");
+        let top = ("linux-headers-t/", T::Directory, "");
         for (bad, why) in [
-            (("h/../x", T::Regular, ""), "not a plain relative path"),
+            (
+                ("linux-headers-t/../x", T::Regular, ""),
+                "not a plain relative path",
+            ),
             (("/etc/x", T::Regular, ""), "not a plain relative path"),
             (("other/x", T::Regular, ""), "outside the top folder"),
-            (("h/dev", T::Char, ""), "not a directory, file or link"),
-            (("h/fifo", T::Fifo, ""), "not a directory, file or link"),
             (
-                ("h/l", T::Link, "/etc/shadow"),
+                ("linux-headers-t/dev", T::Char, ""),
+                "not a directory, file or link",
+            ),
+            (
+                ("linux-headers-t/fifo", T::Fifo, ""),
+                "not a directory, file or link",
+            ),
+            (
+                ("linux-headers-t/l", T::Link, "/etc/shadow"),
                 "a hard link out of the tree",
             ),
-            (("h/l", T::Link, "h/../../x"), "a hard link out of the tree"),
-            (("h/l", T::Link, "h/none"), "a hard link to no earlier file"),
-            (("h/s", T::Symlink, ""), "a link with no target"),
+            (
+                ("linux-headers-t/l", T::Link, "linux-headers-t/../../x"),
+                "a hard link out of the tree",
+            ),
+            (
+                ("linux-headers-t/l", T::Link, "linux-headers-t/none"),
+                "a hard link to no earlier file",
+            ),
+            (
+                ("linux-headers-t/s", T::Symlink, ""),
+                "a link with no target",
+            ),
         ] {
             let msg = refused(&[top, bad]);
             assert!(msg.contains(why), "{bad:?}: {msg}");
@@ -443,22 +487,78 @@ mod tests {
     #[test]
     fn nothing_is_written_through_an_earlier_symlink_or_file() {
         let msg = refused(&[
-            ("h/", T::Directory, ""),
-            ("h/up", T::Symlink, "/"),
-            ("h/up/etc/passwd", T::Regular, "x"),
+            ("linux-headers-t/", T::Directory, ""),
+            ("linux-headers-t/up", T::Symlink, "/"),
+            ("linux-headers-t/up/etc/passwd", T::Regular, "x"),
         ]);
         assert!(msg.contains("passes through a symlink"), "{msg}");
         let msg = refused(&[
-            ("h/", T::Directory, ""),
-            ("h/f", T::Regular, "x"),
-            ("h/f/g", T::Regular, "x"),
+            ("linux-headers-t/", T::Directory, ""),
+            ("linux-headers-t/f", T::Regular, "x"),
+            ("linux-headers-t/f/g", T::Regular, "x"),
         ]);
         assert!(msg.contains("passes through a symlink or a file"), "{msg}");
     }
 
     #[test]
+    fn a_path_never_changes_kind() {
+        // A folder turned into a symlink, then written through.
+        let msg = refused(&[
+            ("linux-headers-t/", T::Directory, ""),
+            ("linux-headers-t/l", T::Symlink, "/etc"),
+            ("linux-headers-t/l/", T::Directory, ""),
+            ("linux-headers-t/l/passwd", T::Regular, "x"),
+        ]);
+        assert!(msg.contains("changes the kind"), "{msg}");
+        // A folder (made implicitly by a file below it) replaced by a
+        // symlink, then a hard link through it.
+        let msg = refused(&[
+            ("linux-headers-t/", T::Directory, ""),
+            ("linux-headers-t/d/shadow", T::Regular, "x"),
+            ("linux-headers-t/d", T::Symlink, "/etc"),
+            ("linux-headers-t/x", T::Link, "linux-headers-t/d/shadow"),
+        ]);
+        assert!(msg.contains("changes the kind"), "{msg}");
+        // The same kind twice is fine (a later file replaces the earlier).
+        let ok = walked(&tarball(&[
+            ("linux-headers-t/", T::Directory, ""),
+            ("linux-headers-t/f", T::Regular, "1"),
+            ("linux-headers-t/f", T::Regular, "2"),
+        ]))
+        .unwrap();
+        assert_eq!(ok.len(), 2);
+    }
+
+    #[test]
+    fn dot_entries_are_skipped_and_only_a_linux_headers_folder_is_stripped() {
+        let t = tarball(&[
+            ("./", T::Directory, ""),
+            ("./linux-headers-6.1.0/", T::Directory, ""),
+            ("./linux-headers-6.1.0/Makefile", T::Regular, "x"),
+        ]);
+        let mut top = None;
+        let s = walk(t.as_slice(), &Limits::default(), |e, _| {
+            top.get_or_insert(e.path.clone());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(s.top.as_deref(), Some("linux-headers-6.1.0"));
+        assert_eq!(top.as_deref(), Some("Makefile"));
+        let flat = walked(&tarball(&[
+            ("scripts/", T::Directory, ""),
+            ("Makefile", T::Regular, ""),
+        ]))
+        .unwrap();
+        let paths: Vec<&str> = flat.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["scripts", "Makefile"]);
+    }
+
+    #[test]
     fn bounds_hold() {
-        let t = tarball(&[("h/", T::Directory, ""), ("h/a", T::Regular, "abc")]);
+        let t = tarball(&[
+            ("linux-headers-t/", T::Directory, ""),
+            ("linux-headers-t/a", T::Regular, "abc"),
+        ]);
         let few = Limits {
             max_bytes: 1 << 20,
             max_entries: 1,
@@ -477,13 +577,16 @@ mod tests {
 
     #[test]
     fn corrupt_and_empty_tarballs_are_errors() {
-        let t = tarball(&[("h/", T::Directory, ""), ("h/a", T::Regular, "abc")]);
+        let t = tarball(&[
+            ("linux-headers-t/", T::Directory, ""),
+            ("linux-headers-t/a", T::Regular, "abc"),
+        ]);
         assert!(matches!(
             walked(&t[..t.len() / 2]),
             Err(HeadersError::Read(_))
         ));
         assert!(matches!(walked(b"not gzip"), Err(HeadersError::Read(_))));
-        let only_top = tarball(&[("h/", T::Directory, "")]);
+        let only_top = tarball(&[("linux-headers-t/", T::Directory, "")]);
         assert!(matches!(walked(&only_top), Err(HeadersError::Empty)));
     }
 }

@@ -44,8 +44,9 @@ pub fn apply<S: Sys>(sys: &mut S, ctx: &Ctx) {
             report::info(sys, "gpu", done);
             format!("ok {done}\n")
         }
-        Err(why) => {
-            report::error(sys, "gpu", why);
+        Err(e) => {
+            let why = report::error_chain(e);
+            report::error(sys, "gpu", &why);
             format!("failed: {why}\n")
         }
     };
@@ -58,11 +59,41 @@ pub fn apply<S: Sys>(sys: &mut S, ctx: &Ctx) {
     }
 }
 
-fn load<S: Sys>(sys: &mut S, newroot: &str) -> Result<String, String> {
+/// Why the GPU step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    /// Neither module tree carries the driver.
+    #[error("no NVIDIA driver modules (nvidia in modules.dep) in the image's or the initramfs's /lib/modules/{release}")]
+    NoDriver {
+        /// `uname -r`.
+        release: String,
+    },
+    /// A module did not load.
+    #[error("load {module}")]
+    Load {
+        /// Its name.
+        module: String,
+        /// The kernel's answer.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The driver registered no character device.
+    #[error("the nvidia module registered no character device in /proc/devices")]
+    NoMajor,
+    /// A device node could not be made.
+    #[error("mknod {path}")]
+    Node {
+        /// The node.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn load<S: Sys>(sys: &mut S, newroot: &str) -> Result<String, GpuError> {
     let release = sys.kernel_release();
-    let (dir, index) = find_stack(sys, newroot, &release).ok_or_else(|| {
-        format!("no NVIDIA driver modules (nvidia in modules.dep) in the image's or the initramfs's /lib/modules/{release}")
-    })?;
+    let (dir, index) = find_stack(sys, newroot, &release).ok_or(GpuError::NoDriver { release })?;
     let names: Vec<&str> = gpu::DRIVER_STACK.iter().map(|(m, _)| *m).collect();
     let mut loaded = Vec::new();
     for rel in index.load_order_of(&names) {
@@ -72,14 +103,17 @@ fn load<S: Sys>(sys: &mut S, newroot: &str) -> Result<String, String> {
             .find(|(m, _)| *m == name)
             .map_or("", |(_, p)| *p);
         sys.load_module(&format!("{dir}/{rel}"), params)
-            .map_err(|e| format!("load {name}: {e}"))?;
+            .map_err(|source| GpuError::Load {
+                module: name.clone(),
+                source,
+            })?;
         loaded.push(name);
     }
     let devices = sys.read_file("/proc/devices", 1 << 20).unwrap_or_default();
     let devices = String::from_utf8_lossy(&devices);
     let frontend = gpu::char_major(&devices, "nvidia-frontend")
         .or_else(|| gpu::char_major(&devices, "nvidia"))
-        .ok_or("the nvidia module registered no character device in /proc/devices")?;
+        .ok_or(GpuError::NoMajor)?;
     let uvm = gpu::char_major(&devices, "nvidia-uvm");
     let gpus = sys
         .list_dir("/proc/driver/nvidia/gpus")
@@ -87,7 +121,10 @@ fn load<S: Sys>(sys: &mut S, newroot: &str) -> Result<String, String> {
     let nodes = gpu::nodes(gpus, frontend, uvm);
     for (path, major, minor) in &nodes {
         sys.mknod_char(path, *major, *minor, 0o666)
-            .map_err(|e| format!("mknod {path}: {e}"))?;
+            .map_err(|source| GpuError::Node {
+                path: path.clone(),
+                source,
+            })?;
     }
     Ok(format!(
         "{gpus} GPU(s); loaded {} from {dir}; {} device nodes",

@@ -35,8 +35,12 @@ pub fn start<S: Sys>(sys: &mut S, ctx: &mut Ctx) {
             report::info(sys, "headers", &msg);
         }
         Err(e) => {
-            report::error(sys, "headers", &format!("start the worker: {e}"));
+            let msg = format!("start the worker: {e}");
+            report::error(sys, "headers", &msg);
             let _ = sys.write_file(STATUS, b"failed\n", 0o644);
+            let (secs, nanos) = sys.realtime();
+            let failed = guest_contract::sentinel::headers_failed(secs, nanos, &msg);
+            report::sentinel(sys, &failed);
         }
     }
 }

@@ -301,8 +301,19 @@ impl Sys for RealSys {
     fn mknod_char(&mut self, path: &str, major: u32, minor: u32, mode: u32) -> io::Result<()> {
         let dev = nix::sys::stat::makedev(major.into(), minor.into());
         let perm = nix::sys::stat::Mode::from_bits_truncate(mode);
-        match nix::sys::stat::mknod(path, nix::sys::stat::SFlag::S_IFCHR, perm, dev) {
-            Ok(()) | Err(Errno::EEXIST) => {}
+        let make = || nix::sys::stat::mknod(path, nix::sys::stat::SFlag::S_IFCHR, perm, dev);
+        match make() {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => {
+                // Kept only when it is this very node; anything else there
+                // (another device, a file, a symlink) is replaced.
+                let same = fs::symlink_metadata(path)
+                    .is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == dev);
+                if !same {
+                    fs::remove_file(path)?;
+                    make().map_err(errno_io)?;
+                }
+            }
             Err(e) => return Err(errno_io(e)),
         }
         // The mode as asked, not as the umask left it.
@@ -534,6 +545,7 @@ fn headers_child(tarball: OwnedFd, release: &str) -> i32 {
         None,
     );
     lower_priority();
+    crate::headers::worker_panic_hook();
     let mut sys = RealSys::default();
     crate::headers::worker(&mut sys, fs::File::from(tarball), Path::new("/"), release)
 }
