@@ -54,9 +54,9 @@ pub fn run<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> (i32, String)
     let cpu = sys.cpu_time().saturating_sub(ctx.cpu_start).as_secs_f64() * 1000.0;
     let summary = format!("{} cpu={cpu:.3} ms", ctx.timing.summary(app_start));
     report::info(sys, "timing", &summary);
-    super::kernel_headers::start(sys, ctx);
+    let worker = super::kernel_headers::start(sys, ctx);
     let deferred = std::mem::take(&mut ctx.deferred);
-    let code = supervise(sys, app, agent, deferred);
+    let code = supervise(sys, Children { app, worker }, agent, deferred);
     let oom = code == 137 && kmsg.is_some_and(|fd| oom_killed(sys, fd));
     finish(sys, ctx, code, oom)
 }
@@ -219,18 +219,29 @@ fn validate(argv: &[String], env: &[(String, String)]) -> Result<(), BootError> 
     Ok(())
 }
 
+/// The children supervise tells apart (besides the agent).
+#[derive(Debug, Clone, Copy)]
+pub struct Children {
+    /// The app.
+    pub app: i32,
+    /// The kernel-headers worker, when one was forked.
+    pub worker: Option<i32>,
+}
+
 /// One waitpid loop: forward signals, reap orphans, restart the agent when
 /// its delay has passed (the wait's bound is that timer), return the app's
 /// exit code at once (a pending restart is dropped). The power button asks the
-/// app to stop (SIGTERM).
+/// app to stop (SIGTERM); a headers worker that ends without reporting is
+/// reported failed.
 /// `deferred` holds events that arrived while a boot step waited for a child
 /// of its own (a signal before the app existed): they are served first.
 pub fn supervise<S: Sys>(
     sys: &mut S,
-    app: i32,
+    children: Children,
     mut agent: Option<Agent>,
     deferred: Vec<Event>,
 ) -> i32 {
+    let Children { app, worker } = children;
     let mut deferred = deferred.into_iter();
     loop {
         let bound = agent.as_ref().and_then(|a| a.wait_bound(sys.boottime()));
@@ -245,6 +256,9 @@ pub fn supervise<S: Sys>(
             }
             Event::Signal(_) | Event::Timeout => {}
             Event::Exited { pid, code } if pid == app => return code,
+            Event::Exited { pid, code } if Some(pid) == worker => {
+                super::kernel_headers::reaped(sys, code);
+            }
             Event::Exited { pid, code } => {
                 if let Some(a) = agent.as_mut() {
                     a.reaped(sys, pid, code);

@@ -23,26 +23,42 @@ fn write_pending<S: Sys>(sys: &mut S) {
     }
 }
 
-/// Exec mode: the worker, forked at low priority beside the running app.
-pub fn start<S: Sys>(sys: &mut S, ctx: &mut Ctx) {
-    let Some(tarball) = ctx.headers.take() else {
-        return;
-    };
+/// Exec mode: the worker, forked at low priority beside the running app;
+/// its pid.
+pub fn start<S: Sys>(sys: &mut S, ctx: &mut Ctx) -> Option<i32> {
+    let tarball = ctx.headers.take()?;
     let release = sys.kernel_release();
     match sys.start_headers_worker(tarball, &release) {
         Ok(pid) => {
             let msg = format!("kernel headers for {release}: worker pid {pid}");
             report::info(sys, "headers", &msg);
+            Some(pid)
         }
         Err(e) => {
-            let msg = format!("start the worker: {e}");
-            report::error(sys, "headers", &msg);
-            let _ = sys.write_file(STATUS, b"failed\n", 0o644);
-            let (secs, nanos) = sys.realtime();
-            let failed = guest_contract::sentinel::headers_failed(secs, nanos, &msg);
-            report::sentinel(sys, &failed);
+            failed(sys, &format!("start the worker: {e}"));
+            None
         }
     }
+}
+
+/// The worker was reaped: one that did not report its own end (killed, or
+/// an exit status other than its 0 or 1) is reported failed here.
+pub fn reaped<S: Sys>(sys: &mut S, code: i32) {
+    match code {
+        0 | 1 => {}
+        c if c > 128 => failed(sys, &format!("the worker was killed by signal {}", c - 128)),
+        c => failed(sys, &format!("the worker exited with status {c}")),
+    }
+}
+
+fn failed<S: Sys>(sys: &mut S, why: &str) {
+    report::error(sys, "headers", why);
+    let _ = sys.write_file(STATUS, b"failed\n", 0o644);
+    let (secs, nanos) = sys.realtime();
+    report::sentinel(
+        sys,
+        &guest_contract::sentinel::headers_failed(secs, nanos, why),
+    );
 }
 
 /// Systemd mode: init and the tarball staged for the unit, which runs the

@@ -1891,3 +1891,25 @@ fn the_initramfs_nvidia_stack_waits_for_the_gpu_step() {
     );
     assert!(index(&f, "load_module") > index(&f, "mount overlay"));
 }
+
+#[test]
+fn a_headers_worker_killed_before_it_reported_is_reported_failed() {
+    let mut f = ready_fake(MINIMAL);
+    f.file(crate::headers::SOURCE, b"tarball");
+    f.headers_worker_pid = Some(4242);
+    f.events.push_back(Event::Exited {
+        pid: 4242,
+        code: 128 + libc::SIGKILL,
+    });
+    assert_eq!(booted(&mut f).0, 0, "{}", f.console);
+    assert_eq!(f.files[crate::headers::STATUS], b"failed\n");
+    assert!(f.console.contains("HYPEMAN-HEADERS-FAILED ts="));
+    assert!(f.console.contains("the worker was killed by signal 9"));
+    // One that reported itself (exit 0 or 1) is left alone.
+    let mut f = ready_fake(MINIMAL);
+    f.file(crate::headers::SOURCE, b"tarball");
+    f.events.push_back(Event::Exited { pid: 4242, code: 1 });
+    assert_eq!(booted(&mut f).0, 0);
+    assert_eq!(f.files[crate::headers::STATUS], b"pending\n");
+    assert!(!f.console.contains("HYPEMAN-HEADERS-FAILED"));
+}

@@ -71,6 +71,8 @@ pub struct FakeSys {
     pub net_macs: BTreeMap<String, String>,
     /// Netlink request kinds (`up`, `addr`, `route`) that fail with EPERM.
     pub failing_net: BTreeSet<String>,
+    /// The pid the headers worker gets (default 4242).
+    pub headers_worker_pid: Option<i32>,
     /// Every path read (read_file, read_regular), in order.
     pub reads: std::cell::RefCell<Vec<String>>,
     /// Module files whose load fails (ENODEV).
@@ -424,8 +426,7 @@ impl Sys for FakeSys {
     }
     fn start_headers_worker(&mut self, _tarball: OwnedFd, release: &str) -> io::Result<i32> {
         self.record(format!("start_headers_worker {release}"));
-        self.next_pid += 1;
-        Ok(self.next_pid)
+        Ok(self.headers_worker_pid.unwrap_or(4242))
     }
     fn vsock_fetch(&mut self, port: u32, limit: usize, timeout: Duration) -> io::Result<Vec<u8>> {
         self.record(format!("vsock_fetch 2:{port} {}ms", timeout.as_millis()));
