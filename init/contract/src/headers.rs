@@ -135,6 +135,33 @@ impl<R: Read> Read for Bounded<R> {
     }
 }
 
+/// An entry's data: exactly its size, or an error (a tar stream that ends
+/// inside a file would otherwise read as a short file).
+struct Exact<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the archive ends {} bytes into the file's data", self.left),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 /// The state of a walk: the top folder and what earlier entries made
 /// (every path, and every folder above one, with its kind).
 #[derive(Default)]
@@ -185,7 +212,11 @@ where
         let Some(checked) = walk.check(index, &entry, limits)? else {
             continue;
         };
-        visit(&checked, &mut entry).map_err(|source| HeadersError::Visit {
+        let mut data = Exact {
+            inner: &mut entry,
+            left: checked.size,
+        };
+        visit(&checked, &mut data).map_err(|source| HeadersError::Visit {
             path: checked.path.clone(),
             source,
         })?;
@@ -573,6 +604,27 @@ mod tests {
             io::copy(r, &mut io::sink()).map(drop)
         });
         assert!(matches!(e, Err(HeadersError::TooLarge { .. })), "{e:?}");
+    }
+
+    #[test]
+    fn a_tar_stream_cut_inside_a_file_is_an_error_not_a_short_file() {
+        let gz = tarball(&[
+            ("linux-headers-t/", T::Directory, ""),
+            ("linux-headers-t/a", T::Regular, "0123456789"),
+        ]);
+        let mut tar = Vec::new();
+        flate2::read::GzDecoder::new(gz.as_slice())
+            .read_to_end(&mut tar)
+            .unwrap();
+        // Header blocks are 512 bytes: cut 6 bytes into a's data.
+        let cut = &tar[..512 * 2 + 6];
+        let e = walk_tar(cut, &Limits::default(), |_, r| {
+            io::copy(r, &mut io::sink()).map(drop)
+        })
+        .unwrap_err();
+        assert!(matches!(e, HeadersError::Visit { .. }), "{e:?}");
+        let chain = crate::log::error_chain(&e);
+        assert!(chain.contains("ends 4 bytes into"), "{chain}");
     }
 
     #[test]
