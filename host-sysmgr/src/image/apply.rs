@@ -20,23 +20,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-/// Bounds of one image.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Bytes of file content in all layers.
-    pub bytes: u64,
-    /// Entries in all layers.
-    pub entries: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            bytes: 64 << 30,
-            entries: 4_000_000,
-        }
-    }
-}
+/// Bounds of one image (all its layers): the bundles' type, with
+/// [`Limits::IMAGE`] as the image default.
+pub use crate::system::bundle::Limits;
 
 /// Applies the layer blobs (tar, tar.gz or tar.zst, told by their magic) to
 /// `root`, bottom first.

@@ -52,7 +52,7 @@ pub fn root_image(layout: &Layout, pulled: &Pulled, fs: RootFs) -> Result<RootIm
     let stage = Staged::new(&images_dir(layout).join(".staging"))?;
     let root = stage.path().join("root");
     install::mkdirs(&root)?;
-    super::apply::apply_layers(&root, &pulled.layers, super::apply::Limits::default())?;
+    super::apply::apply_layers(&root, &pulled.layers, super::apply::Limits::IMAGE)?;
     disks::rootfs_image(&root, &stage.path().join(file), fs).map_err(|e| SystemError::Kernel {
         path: root.clone(),
         message: format!("cannot build the root image: {}", crate::chain(&e)),

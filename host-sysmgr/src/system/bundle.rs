@@ -39,6 +39,14 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The bounds of one container image's layers, all together.
+    pub const IMAGE: Limits = Limits {
+        bytes: 64 << 30,
+        entries: 4_000_000,
+    };
+}
+
 /// Unpacks `bundle` into `dest` (an empty folder).
 pub fn extract(bundle: &Path, packing: Packing, dest: &Path, limits: Limits) -> Result<()> {
     let name = bundle.display().to_string();

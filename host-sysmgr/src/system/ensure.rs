@@ -8,6 +8,7 @@
 use super::error::{Result, SystemError};
 use super::initrd::{self, Inputs, KernelModules};
 use super::install::{self, Staged};
+use super::record::KernelRecord;
 use super::state::Kind;
 use super::store::Store;
 use std::path::{Path, PathBuf};
@@ -65,20 +66,25 @@ impl Store {
             return Ok(None);
         };
         let rec = self.kernel_record(&version)?;
-        let dir = self.layout().kernel_dir(&version, self.arch());
+        Ok(self.kernel_parts(&version, rec))
+    }
+
+    /// What of kernel `version` (its record `rec`) an initrd carries.
+    fn kernel_parts(&self, version: &str, rec: KernelRecord) -> Option<KernelModules> {
+        let dir = self.layout().kernel_dir(version, self.arch());
         let part = |f: super::record::FileRecord| initrd::PartFile {
             path: dir.join(&f.file),
             sha256: f.sha256,
         };
         let headers = rec.headers.filter(|h| h.file.ends_with(".tar.gz"));
         if rec.modules.is_none() && headers.is_none() {
-            return Ok(None);
+            return None;
         }
-        Ok(Some(KernelModules {
-            release: rec.release.clone().unwrap_or_else(|| version.clone()),
+        Some(KernelModules {
+            release: rec.release.unwrap_or_else(|| version.to_string()),
             modules: rec.modules.map(part),
             headers: headers.map(part),
-        }))
+        })
     }
 
     /// The warm path: everything already in place and verifying.
@@ -88,8 +94,10 @@ impl Store {
             .track(Kind::Kernel, self.arch())
             .default
             .ok_or_else(|| SystemError::NotFound("no default kernel".into()))?;
-        let kernel = self.verify_kernel(&version)?;
-        let modules = self.default_modules()?;
+        // One read of the kernel's record for both.
+        let rec = self.kernel_record(&version)?;
+        let kernel = self.verify_kernel_files(&version, &rec)?;
+        let modules = self.kernel_parts(&version, rec);
         let build = initrd::build_id(self.layout(), self.arch(), inputs, modules.as_ref())?;
         if state.track(Kind::Initrd, self.arch()).default.as_deref() != Some(build.as_str()) {
             return Err(SystemError::NotFound(format!(

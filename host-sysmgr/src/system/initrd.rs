@@ -159,21 +159,13 @@ fn search_dirs() -> Vec<PathBuf> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct InputStamp {
     path: PathBuf,
-    ino: u64,
-    size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
+    stat: record::Stamp,
 }
 
 fn stamp(path: &Path) -> Result<InputStamp> {
-    let m = std::fs::metadata(path).map_err(|e| SystemError::io(path, e))?;
-    let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
     Ok(InputStamp {
         path: path.to_path_buf(),
-        ino: m.ino(),
-        size: m.size(),
-        mtime_ns: ns(m.mtime(), m.mtime_nsec()),
-        ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        stat: record::Stamp::of(path)?,
     })
 }
 
@@ -197,10 +189,7 @@ pub fn build_id(
     let extra = modules.map_or(String::new(), KernelModules::id_line);
     stamps.push(InputStamp {
         path: PathBuf::from(&extra),
-        ino: 0,
-        size: 0,
-        mtime_ns: 0,
-        ctime_ns: 0,
+        stat: record::Stamp::default(),
     });
     let cache_path = layout.initrds(arch).join(CACHE);
     let mut cache: BuildCache = record::read_json(&cache_path).unwrap_or_default();

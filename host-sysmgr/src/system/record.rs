@@ -115,9 +115,10 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     write_atomic(path, &bytes)
 }
 
-/// A file's identity and state when it last verified.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct Stamp {
+/// A file's identity and state (device, inode, size, mtime, ctime): what a
+/// cheap check compares instead of reading the file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
     dev: u64,
     ino: u64,
     size: u64,
@@ -126,7 +127,8 @@ struct Stamp {
 }
 
 impl Stamp {
-    fn of(path: &Path) -> Result<Self> {
+    /// The stamp of `path` now.
+    pub fn of(path: &Path) -> Result<Self> {
         let m = std::fs::metadata(path).map_err(|e| SystemError::io(path, e))?;
         let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
         Ok(Stamp {

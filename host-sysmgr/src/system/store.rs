@@ -179,7 +179,11 @@ impl Store {
     /// Checks an installed kernel (stat only when it verified before) and
     /// returns its vmlinux path.
     pub fn verify_kernel(&self, version: &str) -> Result<PathBuf> {
-        let rec = self.kernel_record(version)?;
+        self.verify_kernel_files(version, &self.kernel_record(version)?)
+    }
+
+    /// [`Store::verify_kernel`] with the record already read.
+    pub fn verify_kernel_files(&self, version: &str, rec: &KernelRecord) -> Result<PathBuf> {
         let dir = self.layout.kernel_dir(version, &self.arch);
         record::verify_files(&dir, &rec.files())?;
         Ok(dir.join(&rec.vmlinux.file))
