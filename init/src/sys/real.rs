@@ -170,26 +170,9 @@ impl Sys for RealSys {
     }
 
     fn write_file(&mut self, path: &str, data: &[u8], mode: u32) -> io::Result<()> {
-        let tmp = format!("{path}.tmp-init");
-        // A fresh file: never through a symlink or into a FIFO the image
-        // may have put at the temporary name.
-        match fs::remove_file(&tmp) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-        {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .mode(mode)
-                .open(&tmp)?;
-            f.write_all(data)?;
-            // No fsync: the file is rewritten on every boot, and a flush on the
-            // overlay disk costs tens of ms under emulation.
-            f.set_permissions(fs::Permissions::from_mode(mode))?;
-        }
-        fs::rename(&tmp, path)
+        // No fsync: the file is rewritten on every boot, and a flush on the
+        // overlay disk costs tens of ms under emulation.
+        replace_file(path, mode, |f| f.write_all(data))
     }
 
     fn write_existing(&mut self, path: &str, data: &[u8]) -> io::Result<()> {
@@ -500,26 +483,8 @@ impl Sys for RealSys {
     fn copy_fd(&mut self, from: &OwnedFd, to: &str, mode: u32) -> io::Result<u64> {
         let mut src = fs::File::from(from.try_clone()?);
         std::io::Seek::seek(&mut src, io::SeekFrom::Start(0))?;
-        // As write_file: a fresh temporary name, never followed, then renamed.
-        let tmp = format!("{to}.tmp-init");
-        match fs::remove_file(&tmp) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-        let copied = {
-            let mut dst = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .mode(mode)
-                .open(&tmp)?;
-            // copy_file_range/sendfile under the hood: no user-space buffer.
-            let n = io::copy(&mut src, &mut dst)?;
-            dst.set_permissions(fs::Permissions::from_mode(mode))?;
-            n
-        };
-        fs::rename(&tmp, to)?;
-        Ok(copied)
+        // copy_file_range/sendfile under the hood: no user-space buffer.
+        replace_file(to, mode, |dst| io::copy(&mut src, dst))
     }
 
     fn start_headers_worker(&mut self, tarball: OwnedFd, release: &str) -> io::Result<i32> {
@@ -535,6 +500,34 @@ impl Sys for RealSys {
             }
         }
     }
+}
+
+/// Writes `path` through `fill` on a fresh temporary name beside it (never
+/// through a symlink or into a FIFO the image may have put there), with
+/// `mode`, then renames it into place.
+fn replace_file<T>(
+    path: &str,
+    mode: u32,
+    fill: impl FnOnce(&mut fs::File) -> io::Result<T>,
+) -> io::Result<T> {
+    let tmp = format!("{path}.tmp-init");
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let done = {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .mode(mode)
+            .open(&tmp)?;
+        let done = fill(&mut f)?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        done
+    };
+    fs::rename(&tmp, path)?;
+    Ok(done)
 }
 
 /// The forked headers worker: default signals, low priority, then the work.
