@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs everything the build and the tests need on a fresh Debian 12 machine:
 # Debian packages (QEMU, busybox-static, e2fsprogs, erofs-utils, cpio, lz4, zstd,
-# kmod, xz, docker-registry, python3) and vhost-device-vsock (cargo). Idempotent and quiet when done.
+# kmod, xz, docker-registry, python3, strace) and vhost-device-vsock (cargo). Idempotent and quiet when done.
 set -euo pipefail
 
 PACKAGES=(qemu-system-x86 qemu-utils busybox-static e2fsprogs erofs-utils cpio lz4 zstd
-  gzip xz-utils util-linux kmod dpkg apt gcc libc6-dev docker-registry python3 skopeo debootstrap)
+  gzip xz-utils util-linux kmod dpkg apt gcc libc6-dev docker-registry python3 skopeo debootstrap strace)
 VHOST_VSOCK_VERSION=0.3.0
 
 missing=()

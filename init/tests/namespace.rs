@@ -91,7 +91,9 @@ fn writes_land_on_the_overlay_disk() {
         &[
             "/bin/sh",
             "-c",
-            "echo persisted > /srv/new-file && cat /srv/new-file",
+            // The pause lets the initramfs release run to its end while the
+            // overlay disk is still mounted inside the initramfs.
+            "echo persisted > /srv/new-file && cat /srv/new-file && sleep 1",
         ],
         "",
     ));
@@ -100,6 +102,11 @@ fn writes_land_on_the_overlay_disk() {
     let out = running.finish();
     assert!(
         out.console.iter().any(|l| l == "persisted"),
+        "{}",
+        out.text()
+    );
+    assert!(
+        out.text().contains("[hypeman-init:switch] freed "),
         "{}",
         out.text()
     );
@@ -360,7 +367,20 @@ fn a_dying_agent_is_restarted_by_the_real_event_loop() {
         .collect();
     assert_eq!(
         names,
-        ["mounts", "modules", "devices", "disks", "config", "switch"]
+        ["mounts", "modules", "devices", "disks", "config", "newroot", "switch"]
+    );
+    // While the app ran, a child of PID 1 freed the initramfs (init's own
+    // binary is most of it) through the descriptor PID 1 kept.
+    let init_kib = std::fs::metadata(env!("CARGO_BIN_EXE_init")).unwrap().len() / 1024;
+    let freed: u64 = out
+        .console
+        .iter()
+        .find_map(|l| l.split("[hypeman-init:switch] freed ").nth(1))
+        .and_then(|r| r.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no freed line in {}", out.text()));
+    assert!(
+        freed >= init_kib,
+        "{freed} KiB freed, init is {init_kib} KiB"
     );
     assert_eq!(out.exit_line(), r#"HYPEMAN-EXIT code=0 message="success""#);
     out.assert_powered_off();
@@ -500,4 +520,50 @@ fn ipv6_and_an_interface_chosen_by_its_mac() {
         out.text()
     );
     assert_eq!(out.exit_line(), r#"HYPEMAN-EXIT code=0 message="success""#);
+}
+
+/// The system calls PID 1 makes from its first instruction to the app's
+/// start (the PROGRAM-START line), by name, from its strace file.
+fn boot_path_syscalls(trace_dir: &std::path::Path) -> Vec<String> {
+    for entry in std::fs::read_dir(trace_dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let Some(start) = text.find("execve(\"/init\"") else {
+            continue;
+        };
+        return text[start..]
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.contains("HYPEMAN-PROGRAM-START"))
+            .filter_map(|l| {
+                let name = l.split('(').next()?;
+                let call = !name.is_empty()
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                call.then(|| name.to_string())
+            })
+            .collect();
+    }
+    panic!("no trace of /init in {}", trace_dir.display());
+}
+
+#[test]
+fn boot_path_syscall_count() {
+    // The exec-mode boot with the config disk, app only (as boot-bench's
+    // `init` variant), on the host's kernel: a count noise cannot move.
+    let traces = tempfile::tempdir().unwrap();
+    let mut s = Scenario::new(&config(&["/bin/true"], ""));
+    s.trace = Some(traces.path().join("t"));
+    let out = s.boot();
+    assert_eq!(out.exit_line(), r#"HYPEMAN-EXIT code=0 message="success""#);
+    let calls = boot_path_syscalls(traces.path());
+    let mut by_name = std::collections::BTreeMap::new();
+    for c in &calls {
+        *by_name.entry(c.as_str()).or_insert(0u32) += 1;
+    }
+    let mut rows: Vec<(&str, u32)> = by_name.into_iter().collect();
+    rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    println!("BOOT-PATH-SYSCALLS {} {rows:?}", calls.len());
+    // Each mount, mkdir and log line is one call or a few: hundreds would
+    // mean a loop where one call was meant.
+    assert!(calls.len() < 400, "{} calls: {rows:?}", calls.len());
+    assert!(rows.iter().any(|(n, _)| *n == "mount"), "{rows:?}");
 }

@@ -4,6 +4,10 @@
 //!
 //! - `floor`: a static `/init` that prints its CLOCK_BOOTTIME and powers off
 //!   (`vm-helper` as PID 1) — what any init costs at least;
+//! - `floor+payload`: the same, with an initramfs as large as ours (our
+//!   image's bytes in a file beside it) — what the kernel charges for the
+//!   bytes we ship before any init runs, so `app − floor+payload` is init's
+//!   own part;
 //! - `busybox-sh`: the baseline, a busybox shell init doing what hypeman's
 //!   early shell init did (`tests-vm/bench/busybox-init.sh`);
 //! - `init`: our init in exec mode, the app only; `init+net`: with eth0;
@@ -73,8 +77,9 @@ const fn ours(net: bool, agent: bool, volumes: bool, config: Via) -> Kind {
 }
 
 /// Every variant (name, PID 1), in table order.
-pub const VARIANTS: [(&str, Kind); 8] = [
+pub const VARIANTS: [(&str, Kind); 9] = [
     ("floor", Kind::Floor),
+    ("floor+payload", Kind::Floor),
     ("busybox-sh", Kind::BusyboxSh),
     ("init", ours(false, false, false, Via::Disk)),
     ("init+net", ours(true, false, false, Via::Disk)),
@@ -101,6 +106,8 @@ pub struct Sample {
     pub app: f64,
     /// init's own phases (ms), from its timing line.
     pub phases: BTreeMap<String, f64>,
+    /// init's CPU time per phase (ms), from its `cpu by phase` line.
+    pub cpu_phases: BTreeMap<String, f64>,
     /// Host: QEMU spawn → PROGRAM-START seen (ms).
     pub host_program_start: Option<f64>,
     /// Host: QEMU spawn → QEMU exit (ms).
@@ -151,13 +158,22 @@ fn prepare_one(
         .with_config(|c| c.skip_guest_agent = Some(true));
     g.kernel = Some(kernel.clone());
     g.accel = accel;
+    if std::env::var_os("BOOT_BENCH_KERNEL_LOG").is_some() {
+        // Diagnosis: the kernel's own timestamped log in the kept logs.
+        g.quiet_kernel = false;
+        g.cmdline = "printk.time=1 initcall_debug".into();
+    }
     g.image_files = vec![(APP.into(), helper.to_vec(), 0o755)];
     g.initrd = Variant {
         compression: "none".into(),
         extra: Vec::new(),
     };
     match kind {
-        Kind::Floor => g.initrd_image = Some(floor_initrd(helper)?),
+        Kind::Floor if name == "floor" => g.initrd_image = Some(floor_initrd(helper, None)?),
+        Kind::Floor => {
+            let ours = std::fs::read(crate::initramfs::image(kernel, &g.initrd)?)?;
+            g.initrd_image = Some(floor_initrd(helper, Some(&ours))?);
+        }
         Kind::BusyboxSh => g.initrd_image = Some(shell_initrd(helper)?),
         Kind::Init {
             net,
@@ -204,11 +220,12 @@ fn with_config_via(mut g: Guest, via: Via, kernel: &Kernel, work: &Path) -> Resu
             let base = crate::initramfs::image(kernel, &g.initrd)?;
             let image = host_sysmgr::disks::initrd_with_config(&base, &config, work)?;
             g.initrd_image = Some(image);
-            g.cmdline = "hypeman.config=initrd".into();
+            g.cmdline.push_str(" hypeman.config=initrd");
         }
         Via::Vsock => {
             g.vsock = true;
-            g.cmdline = format!("hypeman.config=vsock:{CONFIG_PORT}");
+            g.cmdline
+                .push_str(&format!(" hypeman.config=vsock:{CONFIG_PORT}"));
             g.served_config = Some(config.to_hypeman_json().into_bytes());
         }
     }
@@ -277,8 +294,17 @@ fn write_initrd(name: &str, files: Vec<Entry>) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn floor_initrd(helper: &[u8]) -> Result<PathBuf> {
-    write_initrd("floor", vec![Entry::file("/init", 0o755, helper.to_vec())])
+/// The floor's image; with `size_of`, padded to that image's size with its
+/// bytes (`floor+payload`).
+fn floor_initrd(helper: &[u8], size_of: Option<&[u8]>) -> Result<PathBuf> {
+    let mut files = vec![Entry::file("/init", 0o755, helper.to_vec())];
+    let Some(ours) = size_of else {
+        return write_initrd("floor", files);
+    };
+    // The archive's own headers and /dev entries are ~1 KiB: pad to within it.
+    let pad = ours.len().saturating_sub(helper.len() + 1024);
+    files.push(Entry::file("/payload", 0o644, ours[..pad].to_vec()));
+    write_initrd("floor+payload", files)
 }
 
 fn shell_initrd(helper: &[u8]) -> Result<PathBuf> {
@@ -333,12 +359,29 @@ fn timing(log: &str) -> Option<(f64, Vec<(String, f64)>)> {
             .parse()
             .ok()?,
     )];
-    for word in line.split("): ").nth(1)?.split(" ms") {
+    phases.extend(ms_words(line.split("): ").nth(1)?)?);
+    Some((to_init, phases))
+}
+
+/// `a=1.000 ms b=2.000 ms` → [(a, 1.0), (b, 2.0)].
+fn ms_words(text: &str) -> Option<Vec<(String, f64)>> {
+    let mut out = Vec::new();
+    for word in text.split(" ms") {
         if let Some((k, v)) = word.trim().split_once('=') {
-            phases.push((k.to_string(), v.parse().ok()?));
+            out.push((k.to_string(), v.parse().ok()?));
         }
     }
-    Some((to_init, phases))
+    Some(out)
+}
+
+/// init's `cpu by phase: …` line.
+fn cpu_phases(log: &str) -> Option<Vec<(String, f64)>> {
+    ms_words(
+        log.split("[hypeman-init:timing] cpu by phase: ")
+            .nth(1)?
+            .lines()
+            .next()?,
+    )
 }
 
 /// Reads one boot's outcome.
@@ -370,6 +413,10 @@ pub fn sample(kind: Kind, out: &Outcome) -> Result<Sample> {
                 s.agent_ready = own.map(|a| to_init + before + a);
             }
             s.phases = phases.into_iter().collect();
+            s.cpu_phases = cpu_phases(&out.log)
+                .context("no cpu by phase line")?
+                .into_iter()
+                .collect();
         }
     }
     Ok(s)
@@ -430,9 +477,14 @@ fn cell(v: (f64, f64, f64)) -> String {
 /// overhead over the floor and the ratio ours / baseline, from one run.
 pub fn table(prepared: &[Prepared], samples: &[Vec<Sample>]) -> String {
     let mut out = String::from(
-        "| variant | initramfs bytes | PID 1 starts | agent ready | app's first output | PID 1 → app | app − floor | host: spawn→PROGRAM-START | host: spawn→exit | PID 1 RSS | agent RSS |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| variant | initramfs bytes | PID 1 starts | agent ready | app's first output | PID 1 → app | app − floor | app − floor+payload | host: spawn→PROGRAM-START | host: spawn→exit | PID 1 RSS | agent RSS |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let floor = floor_app(prepared, samples);
+    let payload = app_of(prepared, samples, "floor+payload");
+    let minus = |base: Option<f64>, app: f64| match base {
+        Some(f) => format!("{:.1}", app - f),
+        None => "-".into(),
+    };
     for (p, s) in prepared.iter().zip(samples) {
         let app = spread(s, |x| Some(x.app));
         let rss = |f: fn(&Sample) -> u64| {
@@ -443,17 +495,15 @@ pub fn table(prepared: &[Prepared], samples: &[Vec<Sample>]) -> String {
             }
         };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             p.name,
             p.initrd_bytes,
             cell(spread(s, |x| Some(x.first))),
             cell(spread(s, |x| x.agent_ready)),
             cell(app),
             cell(spread(s, |x| Some(x.app - x.first))),
-            match floor {
-                Some(f) => format!("{:.1}", app.0 - f),
-                None => "-".into(),
-            },
+            minus(floor, app.0),
+            minus(payload, app.0),
             cell(spread(s, |x| x.host_program_start)),
             cell(spread(s, |x| Some(x.host_exit))),
             rss(|x| x.rss_kb.0),
@@ -488,10 +538,23 @@ pub fn ratio(prepared: &[Prepared], samples: &[Vec<Sample>]) -> Option<f64> {
 
 /// init's phases: one row per init variant, medians (ms).
 pub fn phase_table(prepared: &[Prepared], samples: &[Vec<Sample>]) -> String {
+    phases_of(prepared, samples, |s| &s.phases)
+}
+
+/// init's CPU time per phase: one row per init variant, medians (ms).
+pub fn cpu_phase_table(prepared: &[Prepared], samples: &[Vec<Sample>]) -> String {
+    phases_of(prepared, samples, |s| &s.cpu_phases)
+}
+
+fn phases_of(
+    prepared: &[Prepared],
+    samples: &[Vec<Sample>],
+    field: fn(&Sample) -> &BTreeMap<String, f64>,
+) -> String {
     let names: Vec<String> = samples
         .iter()
         .flatten()
-        .flat_map(|s| s.phases.keys().cloned())
+        .flat_map(|s| field(s).keys().cloned())
         .fold(Vec::new(), |mut v, k| {
             if !v.contains(&k) {
                 v.push(k);
@@ -510,7 +573,7 @@ pub fn phase_table(prepared: &[Prepared], samples: &[Vec<Sample>]) -> String {
         let cells: Vec<String> = names
             .iter()
             .map(|n| {
-                let m = spread(s, |x| x.phases.get(n).copied()).0;
+                let m = spread(s, |x| field(x).get(n).copied()).0;
                 match m.is_nan() {
                     true => "-".into(),
                     false => format!("{m:.1}"),

@@ -27,6 +27,13 @@ fn every_variant_boots_once_with_its_figures_and_the_floor_repeats_under_icount(
                         p.name
                     );
                 }
+                for phase in ["disks", "newroot", "switch"] {
+                    ensure!(
+                        s.cpu_phases.contains_key(phase),
+                        "{}: no CPU time for {phase}: {s:?}",
+                        p.name
+                    );
+                }
                 ensure!(agent == s.agent_ready.is_some(), "{}: {s:?}", p.name);
                 ensure!(s.rss_kb.0 > 0, "{}: no PID 1 RSS", p.name);
                 if agent {

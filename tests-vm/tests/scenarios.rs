@@ -245,7 +245,10 @@ fn mem_free_kb(out: &Outcome) -> Result<u64> {
 fn initramfs_memory_is_freed() -> Result<()> {
     let filler = tempfile::NamedTempFile::new()?;
     std::fs::write(filler.path(), vec![0x42u8; 48 << 20])?;
-    let base = Guest::new("memfree-base", &["/usr/bin/vm-helper", "meminfo"]);
+    // The initramfs is freed by a child of PID 1 forked after the app
+    // started: a second later it is gone.
+    let app = ["/bin/sh", "-c", "sleep 1; exec /usr/bin/vm-helper meminfo"];
+    let base = Guest::new("memfree-base", &app);
     let mut big = base.clone();
     big.name = "memfree-48MiB-filler".into();
     big.initrd = Variant {

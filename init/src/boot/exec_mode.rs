@@ -22,7 +22,7 @@ pub fn run<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> (i32, String)
     let agent = ctx
         .agent_installed
         .then(|| Agent::start(sys, ctx, &env.vars));
-    ctx.timing.mark("agent", sys.boottime());
+    ctx.mark(sys, "agent");
     // Never the host's button in test mode (a namespace sees its devices).
     let button = if ctx.test_mode {
         None
@@ -54,6 +54,8 @@ pub fn run<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> (i32, String)
     let cpu = sys.cpu_time().saturating_sub(ctx.cpu_start).as_secs_f64() * 1000.0;
     let summary = format!("{} cpu={cpu:.3} ms", ctx.timing.summary(app_start));
     report::info(sys, "timing", &summary);
+    report::info(sys, "timing", &ctx.timing.cpu_summary());
+    super::release_initramfs_later(sys, ctx);
     let worker = super::kernel_headers::start(sys, ctx);
     let deferred = std::mem::take(&mut ctx.deferred);
     let code = supervise(sys, Children { app, worker }, agent, deferred);

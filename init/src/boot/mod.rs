@@ -92,6 +92,15 @@ pub struct Ctx {
     /// The initramfs's kernel-headers tarball, opened before the switch
     /// (the initramfs is freed then) for the headers worker.
     pub headers: Option<std::os::fd::OwnedFd>,
+    /// The initramfs's root, opened before the switch and freed after it.
+    pub initramfs: Option<std::os::fd::OwnedFd>,
+}
+
+impl Ctx {
+    /// Charge the time and CPU since the last mark to `phase`.
+    pub fn mark<S: Sys>(&mut self, sys: &S, phase: &'static str) {
+        self.timing.mark(phase, sys.boottime(), sys.cpu_time());
+    }
 }
 
 /// Run the whole boot; returns only after `power_off` returned (fake, or not PID 1).
@@ -105,7 +114,7 @@ pub fn run<S: Sys>(sys: &mut S, inputs: &Inputs) -> (i32, String) {
         opts: Options::parse(inputs.cmdline_override.as_deref().unwrap_or("")),
         kind,
         layout: Layout::new(kind),
-        timing: Timing::new(inputs.start),
+        timing: Timing::new(inputs.start, cpu_start),
         test_mode: inputs.test_mode,
         cmdline_given: inputs.cmdline_override.is_some(),
         agent_installed: false,
@@ -115,6 +124,7 @@ pub fn run<S: Sys>(sys: &mut S, inputs: &Inputs) -> (i32, String) {
         overlay_dir: None,
         deferred: Vec::new(),
         headers: None,
+        initramfs: None,
         cpu_start,
     };
     if sys.getpid() != 1 {
@@ -138,7 +148,7 @@ fn boot<S: Sys>(sys: &mut S, ctx: &mut Ctx) -> Result<Config, BootError> {
         run_step(sys, ctx, &Config::default(), &step)?;
     }
     let config = read_config(sys, ctx)?;
-    ctx.timing.mark("config", sys.boottime());
+    ctx.mark(sys, "config");
     let facts = steps::Facts {
         test_mode: ctx.test_mode,
         headers_tarball: ctx.kind == BootKind::Initramfs
@@ -161,7 +171,7 @@ fn run_step<S: Sys>(
 ) -> Result<(), BootError> {
     steps::apply(sys, ctx, config, step)?;
     if let Some(phase) = step.timing() {
-        ctx.timing.mark(phase, sys.boottime());
+        ctx.mark(sys, phase);
     }
     Ok(())
 }
@@ -515,6 +525,35 @@ fn open_agent<S: Sys>(sys: &mut S) -> Option<std::os::fd::OwnedFd> {
     }
 }
 
+/// Frees the initramfs (opened before the switch) in this process: one
+/// line, and 0, or 1 when it could not be read.
+pub fn release_initramfs<S: Sys>(sys: &mut S, root: &std::os::fd::OwnedFd) -> i32 {
+    match sys.free_initramfs(root) {
+        Ok(bytes) => {
+            let msg = format!("freed {} KiB of initramfs", bytes / 1024);
+            report::info(sys, "switch", &msg);
+            0
+        }
+        Err(e) => {
+            report::error(sys, "switch", &format!("initramfs not freed: {e}"));
+            1
+        }
+    }
+}
+
+/// Frees the initramfs in a child forked after the app, so the app never
+/// waits for it; in PID 1 itself when no child can be forked.
+pub fn release_initramfs_later<S: Sys>(sys: &mut S, ctx: &mut Ctx) {
+    let Some(root) = ctx.initramfs.take() else {
+        return;
+    };
+    if let Err(e) = sys.start_initramfs_release(&root) {
+        let msg = format!("initramfs release worker: {e}; freeing it here");
+        report::error(sys, "switch", &msg);
+        release_initramfs(sys, &root);
+    }
+}
+
 /// Copy the agent into the (now current) root.
 fn install_agent<S: Sys>(sys: &mut S, agent: &std::os::fd::OwnedFd) -> bool {
     let written = sys
@@ -533,12 +572,10 @@ fn install_agent<S: Sys>(sys: &mut S, agent: &std::os::fd::OwnedFd) -> bool {
 
 fn switch_root<S: Sys>(sys: &mut S, ctx: &mut Ctx) -> Result<(), BootError> {
     if ctx.kind == BootKind::Initramfs {
-        match sys.free_initramfs() {
-            Ok(bytes) => report::info(
-                sys,
-                "switch",
-                &format!("freed {} KiB of initramfs", bytes / 1024),
-            ),
+        // Freed after the switch (after the app started, in exec mode):
+        // deleting megabytes of page cache is init's costliest step.
+        match sys.open_initramfs() {
+            Ok(root) => ctx.initramfs = Some(root),
             Err(e) => report::error(sys, "switch", &format!("initramfs not freed: {e}")),
         }
     }

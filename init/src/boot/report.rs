@@ -28,31 +28,36 @@ pub fn sentinel<S: Sys>(sys: &mut S, s: &Sentinel) {
     sys.console_write(&format!("{}\n", s.render()));
 }
 
-/// Time spent per phase, from init's first instruction.
+/// Time spent per phase, from init's first instruction: guest time and
+/// init's own CPU time (what it computed, not what it waited for).
 #[derive(Debug, Clone)]
 pub struct Timing {
     start: Duration,
     last: Duration,
-    phases: Vec<(&'static str, Duration)>,
+    last_cpu: Duration,
+    phases: Vec<(&'static str, Duration, Duration)>,
 }
 
 impl Timing {
-    /// Start counting at `start` (CLOCK_BOOTTIME).
-    pub fn new(start: Duration) -> Timing {
+    /// Start counting at `start` (CLOCK_BOOTTIME) with `cpu` used so far.
+    pub fn new(start: Duration, cpu: Duration) -> Timing {
         Timing {
             start,
             last: start,
+            last_cpu: cpu,
             phases: Vec::new(),
         }
     }
 
-    /// Charge the time since the last mark to `phase` (phases may repeat).
-    pub fn mark(&mut self, phase: &'static str, now: Duration) {
+    /// Charge the time and CPU since the last mark to `phase` (phases may
+    /// repeat).
+    pub fn mark(&mut self, phase: &'static str, now: Duration, cpu: Duration) {
         let spent = now.saturating_sub(self.last);
-        self.last = now;
-        match self.phases.iter_mut().find(|(p, _)| *p == phase) {
-            Some((_, d)) => *d += spent,
-            None => self.phases.push((phase, spent)),
+        let used = cpu.saturating_sub(self.last_cpu);
+        (self.last, self.last_cpu) = (now, cpu);
+        match self.phases.iter_mut().find(|(p, _, _)| *p == phase) {
+            Some((_, d, c)) => (*d, *c) = (*d + spent, *c + used),
+            None => self.phases.push((phase, spent, used)),
         }
     }
 
@@ -62,7 +67,7 @@ impl Timing {
         let words: Vec<String> = self
             .phases
             .iter()
-            .map(|(p, d)| format!("{p}={}", d.as_micros()))
+            .map(|(p, d, _)| format!("{p}={}", d.as_micros()))
             .collect();
         words.join(" ")
     }
@@ -70,7 +75,6 @@ impl Timing {
     /// The summary line (without log prefix), e.g.
     /// `boot 12.345 ms to execve (kernel start to init 800.000 ms): mounts=1.000 ms ...`.
     pub fn summary(&self, now: Duration) -> String {
-        let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1000.0);
         let mut s = format!(
             "init {} to execve (kernel start to init {})",
             ms(now.saturating_sub(self.start)),
@@ -79,7 +83,7 @@ impl Timing {
         let parts: Vec<String> = self
             .phases
             .iter()
-            .map(|(p, d)| format!("{p}={}", ms(*d)))
+            .map(|(p, d, _)| format!("{p}={}", ms(*d)))
             .collect();
         if !parts.is_empty() {
             s.push_str(": ");
@@ -87,6 +91,21 @@ impl Timing {
         }
         s
     }
+
+    /// init's CPU time per phase (without log prefix), e.g.
+    /// `cpu by phase: mounts=0.500 ms disks=2.000 ms`.
+    pub fn cpu_summary(&self) -> String {
+        let parts: Vec<String> = self
+            .phases
+            .iter()
+            .map(|(p, _, c)| format!("{p}={}", ms(*c)))
+            .collect();
+        format!("cpu by phase: {}", parts.join(" "))
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
 /// A fatal error: one ERROR line, the `init: ` EXIT sentinel, a clean
@@ -186,15 +205,21 @@ mod tests {
 
     #[test]
     fn timing_summary_sums_repeated_phases() {
-        let mut t = Timing::new(Duration::from_millis(800));
-        t.mark("mounts", Duration::from_millis(801));
-        t.mark("modules", Duration::from_millis(803));
-        t.mark("mounts", Duration::from_millis(804));
+        let ms = Duration::from_millis;
+        let mut t = Timing::new(ms(800), ms(10));
+        t.mark("mounts", ms(801), ms(11));
+        t.mark("modules", ms(803), ms(11));
+        t.mark("mounts", ms(804), ms(13));
         assert_eq!(
             t.summary(Duration::from_millis(805)),
             "init 5.000 ms to execve (kernel start to init 800.000 ms): mounts=2.000 ms modules=2.000 ms"
         );
         assert_eq!(t.micros_words(), "mounts=2000 modules=2000");
-        assert_eq!(Timing::new(Duration::ZERO).micros_words(), "");
+        assert_eq!(
+            t.cpu_summary(),
+            "cpu by phase: mounts=3.000 ms modules=0.000 ms"
+        );
+        let none = Timing::new(Duration::ZERO, Duration::ZERO);
+        assert_eq!(none.micros_words(), "");
     }
 }

@@ -68,6 +68,7 @@ impl Step {
             Step::Devices => Some("devices"),
             Step::Disks => Some("disks"),
             Step::SwitchRoot => Some("switch"),
+            Step::NewRoot => Some("newroot"),
             Step::Network(_) => Some("network"),
             Step::Volumes(..) => Some("volumes"),
             Step::Gpu => Some("gpu"),
@@ -262,6 +263,6 @@ mod tests {
             ]
         );
         assert_eq!(Step::SwitchRoot.timing(), Some("switch"));
-        assert_eq!(Step::NewRoot.timing(), None);
+        assert_eq!(Step::NewRoot.timing(), Some("newroot"));
     }
 }

@@ -134,6 +134,9 @@ pub fn run<S: Sys>(sys: &mut S, ctx: &mut Ctx, config: &Config) -> (i32, String)
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
+    if let Some(root) = ctx.initramfs.take() {
+        super::release_initramfs(sys, &root);
+    }
     let (secs, nanos) = sys.realtime();
     report::sentinel(
         sys,

@@ -80,12 +80,13 @@ fn whole_exec_sequence_in_order() {
         "mount /proc /overlay/newroot/proc",
         "mount /sys /overlay/newroot/sys",
         "mount tmpfs /overlay/newroot/run tmpfs",
-        "free_initramfs",
+        "open_initramfs",
         "switch_root /overlay/newroot",
         "copy_fd /opt/hypeman/guest-agent 755",
         "spawn /opt/hypeman/guest-agent",
         "wait_ready 10000ms",
         "spawn /bin/app [\"/bin/app\", \"a b\"]",
+        "start_initramfs_release",
         "kill_all 2000ms",
         "sync",
         "remount_ro /",
@@ -474,6 +475,8 @@ fn direct_boot_binds_the_image_root() {
     );
     index(&f, "switch_root /run/.hypeman/overlay/newroot");
     assert!(f.calls_with("free_initramfs").is_empty());
+    assert!(f.calls_with("open_initramfs").is_empty());
+    assert!(f.calls_with("start_initramfs_release").is_empty());
 }
 
 #[test]
@@ -1029,7 +1032,7 @@ fn boot_timings_are_written_after_the_switch_before_the_agent() {
     let text = String::from_utf8_lossy(&f.files["/run/hypeman/boot-timings"]).into_owned();
     assert_eq!(
         text,
-        "mounts=1000 modules=1000 devices=1000 disks=1000 config=1000 switch=1000\n"
+        "mounts=1000 modules=1000 devices=1000 disks=1000 config=1000 newroot=1000 switch=1000\n"
     );
     let write = index(&f, "write /run/hypeman/boot-timings 644");
     assert!(index(&f, "switch_root") < write);
@@ -1712,7 +1715,7 @@ fn exec_mode_opens_the_headers_before_the_switch_and_forks_the_worker_after_the_
     f.file(crate::headers::SOURCE, b"tarball");
     assert_eq!(booted(&mut f).0, 0, "{}", f.console);
     let open = index(&f, "open_read /kernel-headers.tar.gz");
-    assert!(open < index(&f, "free_initramfs"));
+    assert!(open < index(&f, "switch_root"));
     let pending = index(&f, "write /run/hypeman/kernel-headers.status");
     assert_eq!(f.files[crate::headers::STATUS], b"pending\n");
     let app = index(&f, "spawn /bin/app");
@@ -1722,6 +1725,32 @@ fn exec_mode_opens_the_headers_before_the_switch_and_forks_the_worker_after_the_
     assert!(f
         .console
         .contains("[hypeman-init:headers] kernel headers for"));
+}
+
+#[test]
+fn the_initramfs_is_freed_by_a_child_forked_after_the_app() {
+    let mut f = ready_fake(MINIMAL);
+    assert_eq!(booted(&mut f).0, 0, "{}", f.console);
+    let opened = index(&f, "open_initramfs");
+    assert!(opened < index(&f, "switch_root"));
+    assert!(index(&f, "start_initramfs_release") > index(&f, "spawn /bin/app"));
+    // PID 1 itself deletes nothing: the child does.
+    assert!(f.calls_with("free_initramfs").is_empty());
+}
+
+#[test]
+fn the_initramfs_is_freed_by_pid_1_when_no_child_can_be_forked() {
+    let mut f = ready_fake(MINIMAL);
+    f.initramfs_release_fails = true;
+    assert_eq!(booted(&mut f).0, 0, "{}", f.console);
+    let freed = index(&f, "free_initramfs");
+    assert!(freed > index(&f, "start_initramfs_release"));
+    assert!(f
+        .console
+        .contains("[hypeman-init:switch] initramfs release worker: "));
+    assert!(f
+        .console
+        .contains("[hypeman-init:switch] freed 4 KiB of initramfs"));
 }
 
 #[test]
@@ -1746,9 +1775,12 @@ fn systemd_mode_stages_init_and_the_tarball_for_the_unit() {
     booted(&mut f);
     let tarball = index(&f, "copy_fd /opt/hypeman/kernel-headers.tar.gz 644");
     let init = index(&f, "copy_fd /opt/hypeman/hypeman-init 755");
-    assert!(tarball > index(&f, "free_initramfs") && init > tarball);
+    assert!(tarball > index(&f, "switch_root") && init > tarball);
     assert_eq!(f.files[crate::headers::STATUS], b"pending\n");
-    assert!(index(&f, "exec_pid1") > init);
+    // No child to free it after the exec: freed by PID 1 just before.
+    let freed = index(&f, "free_initramfs");
+    assert!(freed > init && index(&f, "exec_pid1") > freed);
+    assert!(f.calls_with("start_initramfs_release").is_empty());
     assert!(f.calls_with("start_headers_worker").is_empty());
 }
 

@@ -73,6 +73,8 @@ pub struct FakeSys {
     pub failing_net: BTreeSet<String>,
     /// The pid the headers worker gets (default 4242).
     pub headers_worker_pid: Option<i32>,
+    /// `start_initramfs_release` fails (fork refused).
+    pub initramfs_release_fails: bool,
     /// Every path read (read_file, read_regular), in order.
     pub reads: std::cell::RefCell<Vec<String>>,
     /// Module files whose load fails (ENODEV).
@@ -249,9 +251,20 @@ impl Sys for FakeSys {
         self.record(format!("remount_ro {target}"));
         Ok(())
     }
-    fn free_initramfs(&mut self) -> io::Result<u64> {
+    fn open_initramfs(&mut self) -> io::Result<OwnedFd> {
+        self.record("open_initramfs".into());
+        Ok(fd())
+    }
+    fn free_initramfs(&mut self, _root: &OwnedFd) -> io::Result<u64> {
         self.record("free_initramfs".into());
         Ok(4096)
+    }
+    fn start_initramfs_release(&mut self, _root: &OwnedFd) -> io::Result<i32> {
+        self.record("start_initramfs_release".into());
+        match self.initramfs_release_fails {
+            true => Err(io::Error::from_raw_os_error(libc::EAGAIN)),
+            false => Ok(4343),
+        }
     }
     fn switch_root(&mut self, newroot: &str) -> io::Result<()> {
         self.record(format!("switch_root {newroot}"));

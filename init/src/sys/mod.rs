@@ -185,9 +185,18 @@ pub trait Sys {
     fn umount(&mut self, target: &str, detach: bool) -> io::Result<()>;
     /// Remount a mount point read-only.
     fn remount_ro(&mut self, target: &str) -> io::Result<()>;
-    /// Delete the initramfs contents under `/` without crossing mount points;
-    /// returns the bytes freed.
-    fn free_initramfs(&mut self) -> io::Result<u64>;
+    /// The initramfs's root directory, opened before the switch so its
+    /// contents can be freed after it (an error when `/` is not ramfs or
+    /// tmpfs).
+    fn open_initramfs(&mut self) -> io::Result<OwnedFd>;
+    /// Delete everything under `root` (from [`Sys::open_initramfs`]) without
+    /// crossing mount points; returns the bytes freed.
+    fn free_initramfs(&mut self, root: &OwnedFd) -> io::Result<u64>;
+    /// Fork a child that frees the initramfs under `root` (see
+    /// `boot::release_initramfs`) and exits; returns its pid. It runs at
+    /// normal priority: forked after the app, it runs after the app's first
+    /// time slice, and the memory comes back even beside a busy app.
+    fn start_initramfs_release(&mut self, root: &OwnedFd) -> io::Result<i32>;
     /// chdir(newroot); mount(newroot, "/", MS_MOVE); chroot("."); chdir("/").
     fn switch_root(&mut self, newroot: &str) -> io::Result<()>;
 

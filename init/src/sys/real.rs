@@ -242,15 +242,35 @@ impl Sys for RealSys {
         nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(errno_io)
     }
 
-    fn free_initramfs(&mut self) -> io::Result<u64> {
+    fn open_initramfs(&mut self) -> io::Result<OwnedFd> {
         let magic = self.statfs_magic("/")?;
         if magic != super::RAMFS_MAGIC && magic != super::TMPFS_MAGIC {
             return Err(io::Error::other(
                 "root is not ramfs or tmpfs; nothing deleted",
             ));
         }
-        let root_dev = fs::symlink_metadata("/")?.dev();
-        Ok(remove_children(Path::new("/"), root_dev))
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        nix::fcntl::open("/", flags, nix::sys::stat::Mode::empty()).map_err(errno_io)
+    }
+
+    fn free_initramfs(&mut self, root: &OwnedFd) -> io::Result<u64> {
+        let dev = nix::sys::stat::fstat(root).map_err(errno_io)?.st_dev;
+        remove_children_at(root, dev)
+    }
+
+    fn start_initramfs_release(&mut self, root: &OwnedFd) -> io::Result<i32> {
+        // SAFETY: init is single-threaded, so the child may run any code;
+        // it ends in _exit and never returns into PID 1's loop.
+        match unsafe { nix::unistd::fork() }.map_err(errno_io)? {
+            nix::unistd::ForkResult::Parent { child } => Ok(child.as_raw()),
+            nix::unistd::ForkResult::Child => {
+                default_signal_mask();
+                let code = crate::boot::release_initramfs(&mut RealSys::default(), root);
+                // SAFETY: _exit ends the forked child without running PID 1's
+                // exit paths (there are none to run in a child).
+                unsafe { libc::_exit(code) }
+            }
+        }
     }
 
     fn switch_root(&mut self, newroot: &str) -> io::Result<()> {
@@ -532,15 +552,20 @@ fn replace_file<T>(
 
 /// The forked headers worker: default signals, low priority, then the work.
 fn headers_child(tarball: OwnedFd, release: &str) -> i32 {
+    default_signal_mask();
+    lower_priority();
+    crate::headers::worker_panic_hook();
+    let mut sys = RealSys::default();
+    crate::headers::worker(&mut sys, fs::File::from(tarball), Path::new("/"), release)
+}
+
+/// A forked child takes no signal mask from PID 1.
+fn default_signal_mask() {
     let _ = nix::sys::signal::sigprocmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,
         Some(&SigSet::empty()),
         None,
     );
-    lower_priority();
-    crate::headers::worker_panic_hook();
-    let mut sys = RealSys::default();
-    crate::headers::worker(&mut sys, fs::File::from(tarball), Path::new("/"), release)
 }
 
 /// nice 10 and best-effort I/O priority 7, as the systemd unit asks.
@@ -740,27 +765,45 @@ fn power_key_pressed(dev: &fs::File) -> Option<bool> {
 
 /// Recursively delete the children of `dir` that live on `dev`; mount points
 /// (other devices) are left alone and never entered. Symlinks are not followed.
-fn remove_children(dir: &Path, dev: u64) -> u64 {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return 0;
-    };
-    let mut freed = 0;
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Ok(meta) = fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if meta.dev() != dev {
-            continue;
-        }
-        if meta.is_dir() {
-            freed += remove_children(&path, dev);
-            let _ = fs::remove_dir(&path);
-        } else if fs::remove_file(&path).is_ok() {
-            freed += meta.len();
+/// Deletes everything under `dir` that is on `dev` (never into another
+/// mount), through descriptors: the tree may no longer have a path.
+fn remove_children_at(dir: &OwnedFd, dev: u64) -> io::Result<u64> {
+    use nix::sys::stat::{fstatat, Mode, SFlag};
+    use nix::unistd::{unlinkat, UnlinkatFlags};
+    let mut names = Vec::new();
+    for entry in nix::dir::Dir::from_fd(dir.try_clone()?)
+        .map_err(errno_io)?
+        .iter()
+        .flatten()
+    {
+        let name = entry.file_name();
+        if name.to_bytes() != b"." && name.to_bytes() != b".." {
+            names.push(name.to_owned());
         }
     }
-    freed
+    let mut freed = 0;
+    for name in names {
+        let Ok(st) = fstatat(
+            dir,
+            name.as_c_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) else {
+            continue;
+        };
+        if st.st_dev != dev {
+            continue;
+        }
+        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            if let Ok(sub) = nix::fcntl::openat(dir, name.as_c_str(), flags, Mode::empty()) {
+                freed += remove_children_at(&sub, dev).unwrap_or(0);
+            }
+            let _ = unlinkat(dir, name.as_c_str(), UnlinkatFlags::RemoveDir);
+        } else if unlinkat(dir, name.as_c_str(), UnlinkatFlags::NoRemoveDir).is_ok() {
+            freed += u64::try_from(st.st_size).unwrap_or(0);
+        }
+    }
+    Ok(freed)
 }
 
 fn decode(st: WaitStatus) -> Option<Event> {

@@ -183,6 +183,8 @@ pub struct Scenario {
     pub no_eth0: bool,
     /// With `net`: the link's name and MAC instead of eth0 and a random one.
     pub net_link: Option<(String, String)>,
+    /// Run under `strace -ff -o <this>`: one trace file per process.
+    pub trace: Option<PathBuf>,
 }
 
 impl Scenario {
@@ -199,6 +201,7 @@ impl Scenario {
             net: false,
             no_eth0: false,
             net_link: None,
+            trace: None,
         }
     }
 }
@@ -366,7 +369,14 @@ impl Scenario {
         stage_initramfs(&stage, self.agent.as_deref());
         let newroot = w.join("newroot");
         std::fs::create_dir_all(&newroot).unwrap();
-        let mut cmd = Command::new("unshare");
+        let mut cmd = match &self.trace {
+            Some(prefix) => {
+                let mut c = Command::new("strace");
+                c.arg("-ff").arg("-o").arg(prefix).arg("unshare");
+                c
+            }
+            None => Command::new("unshare"),
+        };
         if self.net {
             cmd.arg("--net");
             cmdline.push_str(" hypeman.test_net=1");

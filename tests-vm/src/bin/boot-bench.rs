@@ -37,5 +37,7 @@ fn main() -> Result<()> {
     println!("## -icount shift=3,sleep=off: two passes of {det_runs} boots\n");
     println!("{}", bootbench::agreement_table(&icount, &a, &b));
     println!("{}", bootbench::table(&icount, &a));
+    println!("### init's CPU time by phase (median ms, pass 1)\n");
+    println!("{}", bootbench::cpu_phase_table(&icount, &a));
     Ok(())
 }
