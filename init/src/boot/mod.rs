@@ -19,7 +19,7 @@ pub mod volumes;
 #[cfg(test)]
 mod tests;
 
-use crate::sys::{Mount, Sys, RAMFS_MAGIC, TMPFS_MAGIC};
+use crate::sys::{Mount, ReadOff, Sys, RAMFS_MAGIC, TMPFS_MAGIC};
 pub use error::{BootError, Failed};
 use guest_contract::cmdline::Options;
 use guest_contract::config::{self, Config};
@@ -55,6 +55,14 @@ impl Inputs {
         }
     }
 }
+
+/// The config disk's outcome: mounted (or the mount and its error),
+/// config.json's path, the file's contents.
+pub type ConfigDisk = (
+    Result<(), (String, std::io::Error)>,
+    String,
+    Option<std::io::Result<Vec<u8>>>,
+);
 
 /// State carried from phase to phase.
 pub struct Ctx {
@@ -94,6 +102,9 @@ pub struct Ctx {
     pub headers: Option<std::os::fd::OwnedFd>,
     /// The initramfs's root, opened before the switch and freed after it.
     pub initramfs: Option<std::os::fd::OwnedFd>,
+    /// The config disk, from the disks step: its mount (or what failed),
+    /// config.json's path, and the file (when the disk mounted).
+    pub config_disk: Option<ConfigDisk>,
 }
 
 impl Ctx {
@@ -125,6 +136,7 @@ pub fn run<S: Sys>(sys: &mut S, inputs: &Inputs) -> (i32, String) {
         deferred: Vec::new(),
         headers: None,
         initramfs: None,
+        config_disk: None,
         cpu_start,
     };
     if sys.getpid() != 1 {
@@ -324,10 +336,10 @@ fn wait_devices<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<(), BootError> {
     }
 }
 
-fn mount_root<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<(), BootError> {
+/// The root disk's mount: its filesystem read from its superblock.
+fn root_mount<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<Mount, BootError> {
     let lower = ctx.layout.lower();
-    let _ = sys.mkdir_all(&lower);
-    let m = match ctx.kind {
+    Ok(match ctx.kind {
         BootKind::Direct => Mount::bind("/", &lower, false),
         BootKind::Initramfs => {
             let dev = &ctx.opts.root_dev;
@@ -345,27 +357,57 @@ fn mount_root<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<(), BootError> {
             };
             Mount::fs(dev, &lower, fs.name(), ro, fs.ro_data())
         }
-    };
-    sys.mount(&m)
-        .map_err(|e| BootError::RootDisk(Failed::new(format!("mount {} on {lower}", m.source), e)))
+    })
 }
 
+/// Whether config.json comes from the config disk.
+fn config_on_disk(opts: &Options) -> bool {
+    opts.config_vsock.is_none() && !opts.config_initrd
+}
+
+/// The root, the overlay disk and the config disk are mounted at once (each
+/// mount waits on its disk's reads; together they wait once), then the
+/// overlay's folders and overlayfs. The config disk's outcome is kept for
+/// the config step, so a root or overlay failure is reported first.
 fn mount_disks<S: Sys>(sys: &mut S, ctx: &mut Ctx) -> Result<(), BootError> {
-    mount_root(sys, ctx)?;
-    let l = &ctx.layout;
-    let upper = plan::overlay_mount(&ctx.opts, l);
+    let l = ctx.layout.clone();
+    let root = root_mount(sys, ctx)?;
+    let upper = plan::overlay_mount(&ctx.opts, &l);
+    let mut mounts = vec![root, upper];
+    let mut read = None;
+    if config_on_disk(&ctx.opts) {
+        let m = plan::config_mount(&ctx.opts, &l);
+        read = Some(ReadOff {
+            mount: mounts.len(),
+            path: format!("{}/config.json", m.target),
+            // One byte over the limit, so the parser refuses it with the limit named.
+            limit: config::MAX_CONFIG_BYTES + 1,
+        });
+        mounts.push(m);
+    }
+    for m in &mounts {
+        let _ = sys.mkdir_all(&m.target);
+    }
+    let (results, file) = sys.mount_concurrently(&mounts, read.as_ref());
+    let mut results = results.into_iter();
+    let mut next = || {
+        results
+            .next()
+            .unwrap_or_else(|| Err(std::io::Error::other("not mounted")))
+    };
+    let what = |m: &Mount| format!("mount {} on {}", m.source, m.target);
+    next().map_err(|e| BootError::RootDisk(Failed::new(what(&mounts[0]), e)))?;
+    let upper_done = next();
+    if let Some(r) = read {
+        let mounted = next().map_err(|e| (what(&mounts[r.mount]), e));
+        ctx.config_disk = Some((mounted, r.path, file));
+    }
+    upper_done.map_err(|e| BootError::Overlay(Failed::new(what(&mounts[1]), e)))?;
+    let l = &l;
     let overlayfs = plan::overlayfs_mount(l);
-    let dirs = [
-        l.overlay(),
-        l.overlay() + "/upper",
-        l.overlay() + "/work",
-        l.newroot(),
-    ];
-    let _ = sys.mkdir_all(&dirs[0]);
+    let dirs = [l.overlay() + "/upper", l.overlay() + "/work", l.newroot()];
     let failed = |what: String, e| BootError::Overlay(Failed::new(what, e));
-    sys.mount(&upper)
-        .map_err(|e| failed(format!("mount {} on {}", upper.source, upper.target), e))?;
-    for d in &dirs[1..] {
+    for d in &dirs {
         sys.mkdir_all(d)
             .map_err(|e| failed(format!("mkdir {d}"), e))?;
     }
@@ -385,13 +427,13 @@ fn mount_disks<S: Sys>(sys: &mut S, ctx: &mut Ctx) -> Result<(), BootError> {
     Ok(())
 }
 
-fn read_config<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<Config, BootError> {
+fn read_config<S: Sys>(sys: &mut S, ctx: &mut Ctx) -> Result<Config, BootError> {
     let (path, bytes) = if let Some(port) = ctx.opts.config_vsock {
         config_from_vsock(sys, ctx, port)?
     } else if ctx.opts.config_initrd {
         config_from_initrd(sys, ctx)?
     } else {
-        config_from_disk(sys, ctx)?
+        config_from_disk(ctx)?
     };
     let parsed = config::parse_config(&bytes)
         .map_err(|e| BootError::ConfigInvalid(Failed::new(path.clone(), e)))?;
@@ -450,19 +492,15 @@ fn config_from_vsock<S: Sys>(
     Ok((what, bytes))
 }
 
-fn config_from_disk<S: Sys>(sys: &mut S, ctx: &Ctx) -> Result<(String, Vec<u8>), BootError> {
-    let m = plan::config_mount(&ctx.opts, &ctx.layout);
-    let _ = sys.mkdir_all(&m.target);
-    sys.mount(&m).map_err(|e| {
-        BootError::ConfigDisk(Failed::new(
-            format!("mount {} on {}", m.source, m.target),
-            e,
-        ))
-    })?;
-    let path = format!("{}/config.json", m.target);
-    // One byte over the limit, so the parser refuses it with the limit named.
-    let bytes = sys.read_regular(&path, config::MAX_CONFIG_BYTES + 1);
-    let _ = sys.umount(&m.target, true);
+/// config.json, read off the config disk by the disks step (mounted with
+/// the other disks, read and detached on its own thread).
+fn config_from_disk(ctx: &mut Ctx) -> Result<(String, Vec<u8>), BootError> {
+    let Some((mounted, path, file)) = ctx.config_disk.take() else {
+        let e = Failed::msg("the config disk was not mounted with the other disks");
+        return Err(BootError::Internal(e));
+    };
+    mounted.map_err(|(what, e)| BootError::ConfigDisk(Failed::new(what, e)))?;
+    let bytes = file.unwrap_or_else(|| Err(std::io::Error::other("not read")));
     let bytes = bytes.map_err(|e| BootError::ConfigDisk(Failed::new(format!("read {path}"), e)))?;
     Ok((path, bytes))
 }

@@ -68,12 +68,14 @@ fn whole_exec_sequence_in_order() {
         "mount cgroup2 /sys/fs/cgroup cgroup2",
         "console /dev/ttyS0",
         "wait /dev/vda,/dev/vdb,/dev/vdc 10000ms",
+        // The three disks at once (mount_concurrently), results in order;
+        // config.json read and its disk detached on its mount's thread.
         "mount /dev/vda /lower ext4 noload",
         "mount /dev/vdb /overlay ext4",
-        "mount overlay /overlay/newroot overlay lowerdir=/lower,upperdir=/overlay/upper,workdir=/overlay/work",
-        "open_dir /overlay",
         "mount /dev/vdc /mnt/config ext4 noload",
         "umount /mnt/config",
+        "mount overlay /overlay/newroot overlay lowerdir=/lower,upperdir=/overlay/upper,workdir=/overlay/work",
+        "open_dir /overlay",
         "symlink /dev/fd -> /proc/self/fd",
         "symlink /dev/stderr -> /proc/self/fd/2",
         "mount /dev /overlay/newroot/dev",
@@ -221,6 +223,28 @@ fn overlay_disk_that_does_not_mount() {
     f.failing_mounts.insert("/overlay".into(), libc::EINVAL);
     booted(&mut f);
     assert_init_failure(&f, InitFailure::OverlayDisk, "mount /dev/vdb on /overlay");
+}
+
+#[test]
+fn disks_mount_together_and_the_first_failure_in_boot_order_is_reported() {
+    // The overlay and the config disk both fail: the overlay's error is the
+    // one reported (as when they were mounted one after the other).
+    let mut f = ready_fake(MINIMAL);
+    f.failing_mounts.insert("/overlay".into(), libc::EINVAL);
+    f.failing_mounts.insert("/mnt/config".into(), libc::EIO);
+    booted(&mut f);
+    assert_init_failure(&f, InitFailure::OverlayDisk, "mount /dev/vdb on /overlay");
+    // The root and the config disk: the root's.
+    let mut f = ready_fake(MINIMAL);
+    f.failing_mounts.insert("/lower".into(), libc::EINVAL);
+    f.failing_mounts.insert("/mnt/config".into(), libc::EIO);
+    booted(&mut f);
+    assert_init_failure(&f, InitFailure::RootDisk, "mount /dev/vda on /lower");
+    // With the config over vsock, the config disk is not mounted at all.
+    let mut f = ready_fake(MINIMAL);
+    f.vsock_served.insert(7, MINIMAL.as_bytes().to_vec());
+    run_cmdline(&mut f, "console=ttyS0 hypeman.config=vsock:7");
+    assert!(f.calls_with("mount /dev/vdc").is_empty(), "{:#?}", f.calls);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! A recording fake of [`Sys`] for plan/apply tests: an in-memory file table,
 //! scripted children and events, and a log of every effect.
 
-use super::{Child, Event, Mount, Readiness, SpawnError, SpawnSpec, Sys};
+use super::{Child, Event, Mount, Mounted, ReadOff, Readiness, SpawnError, SpawnSpec, Sys};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::net::IpAddr;
@@ -243,9 +243,18 @@ impl Sys for FakeSys {
             None => Ok(()),
         }
     }
-    fn umount(&mut self, target: &str, _detach: bool) -> io::Result<()> {
-        self.record(format!("umount {target}"));
-        Ok(())
+    fn mount_concurrently(&mut self, mounts: &[Mount], read: Option<&ReadOff>) -> Mounted {
+        let mut file = None;
+        let mut results = Vec::new();
+        for (i, m) in mounts.iter().enumerate() {
+            let done = self.mount(m);
+            if let Some(r) = read.filter(|r| r.mount == i && done.is_ok()) {
+                file = Some(self.read_regular(&r.path, r.limit));
+                self.record(format!("umount {}", m.target));
+            }
+            results.push(done);
+        }
+        (results, file)
     }
     fn remount_ro(&mut self, target: &str) -> io::Result<()> {
         self.record(format!("remount_ro {target}"));

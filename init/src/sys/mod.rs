@@ -22,6 +22,21 @@ pub const RAMFS_MAGIC: i64 = 0x8584_58f6;
 /// Filesystem magic of tmpfs (statfs f_type).
 pub const TMPFS_MAGIC: i64 = 0x0102_1994;
 
+/// A file to read off one of the disks [`Sys::mount_concurrently`] mounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadOff {
+    /// Which of the mounts (index).
+    pub mount: usize,
+    /// The file's path (under that mount's target).
+    pub path: String,
+    /// At most this many bytes.
+    pub limit: usize,
+}
+
+/// What [`Sys::mount_concurrently`] did: each mount's result, in order, and
+/// the file's (when a [`ReadOff`] was asked for and its disk mounted).
+pub type Mounted = (Vec<io::Result<()>>, Option<io::Result<Vec<u8>>>);
+
 /// One mount(2) call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
@@ -181,8 +196,13 @@ pub trait Sys {
 
     /// mount(2).
     fn mount(&mut self, m: &Mount) -> io::Result<()>;
-    /// umount2(2), lazily when `detach`.
-    fn umount(&mut self, target: &str, detach: bool) -> io::Result<()>;
+    /// Mount each of `mounts` on a thread of its own, so that their disk
+    /// reads overlap; the results in order. With `read`, that mount's thread
+    /// then reads one regular file off it (as [`Sys::read_regular`]) and
+    /// detaches the mount; the file's outcome is `None` when the mount
+    /// failed. Every thread has ended when it returns (init is
+    /// single-threaded again before it forks anything).
+    fn mount_concurrently(&mut self, mounts: &[Mount], read: Option<&ReadOff>) -> Mounted;
     /// Remount a mount point read-only.
     fn remount_ro(&mut self, target: &str) -> io::Result<()>;
     /// The initramfs's root directory, opened before the switch so its

@@ -1,6 +1,6 @@
 //! The real system calls. All of init's `unsafe` lives here.
 
-use super::{Child, Event, Mount, Readiness, SpawnError, SpawnSpec, Sys};
+use super::{Child, Event, Mount, Mounted, ReadOff, Readiness, SpawnError, SpawnSpec, Sys};
 use guest_contract::{input_event, kmsg};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -131,17 +131,7 @@ impl Sys for RealSys {
     }
 
     fn read_regular(&self, path: &str, limit: usize) -> io::Result<Vec<u8>> {
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(path)?;
-        if !file.metadata()?.is_file() {
-            return Err(io::Error::other("not a regular file"));
-        }
-        let mut buf = Vec::new();
-        let cap = u64::try_from(limit).unwrap_or(u64::MAX);
-        file.take(cap).read_to_end(&mut buf)?;
-        Ok(buf)
+        read_regular_file(path, limit)
     }
 
     fn is_executable(&self, path: &str) -> bool {
@@ -218,23 +208,63 @@ impl Sys for RealSys {
     }
 
     fn mount(&mut self, m: &Mount) -> io::Result<()> {
-        nix::mount::mount(
-            opt(&m.source),
-            m.target.as_str(),
-            opt(&m.fstype),
-            mount_flags(m),
-            opt(&m.data),
-        )
-        .map_err(errno_io)
+        mount_one(m)
     }
 
-    fn umount(&mut self, target: &str, detach: bool) -> io::Result<()> {
-        let flags = if detach {
-            MntFlags::MNT_DETACH
-        } else {
-            MntFlags::empty()
+    fn mount_concurrently(&mut self, mounts: &[Mount], read: Option<&ReadOff>) -> Mounted {
+        let job = |i: usize, m: &Mount| {
+            let done = mount_one(m);
+            let file = read.filter(|r| r.mount == i && done.is_ok()).map(|r| {
+                let file = read_regular_file(&r.path, r.limit);
+                let _ = nix::mount::umount2(m.target.as_str(), MntFlags::MNT_DETACH);
+                file
+            });
+            (done, file)
         };
-        nix::mount::umount2(target, flags).map_err(errno_io)
+        let Some((last, others)) = mounts.split_last() else {
+            return (Vec::new(), None);
+        };
+        // One malloc arena for every thread: these live for one mount each,
+        // and an arena of their own would reserve 64 MiB and touch its pages.
+        // SAFETY: mallopt changes a malloc tunable; no thread is running yet.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
+        let all = std::thread::scope(|scope| {
+            let started: Vec<_> = others
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    let thread = std::thread::Builder::new()
+                        .stack_size(64 * 1024)
+                        .spawn_scoped(scope, move || job(i, m));
+                    // No thread (out of memory or tasks): mount it here.
+                    thread.map_err(|_| job(i, m))
+                })
+                .collect();
+            // The last one on this thread, meanwhile.
+            let here = job(others.len(), last);
+            let mut all: Vec<_> = started
+                .into_iter()
+                .map(|t| match t {
+                    Ok(handle) => handle
+                        .join()
+                        .unwrap_or_else(|_| (Err(io::Error::other("mount thread panicked")), None)),
+                    Err(done) => done,
+                })
+                .collect();
+            all.push(here);
+            all
+        });
+        let mut file = None;
+        let results = all
+            .into_iter()
+            .map(|(done, f)| {
+                file = file.take().or(f);
+                done
+            })
+            .collect();
+        (results, file)
     }
 
     fn remount_ro(&mut self, target: &str) -> io::Result<()> {
@@ -765,6 +795,32 @@ fn power_key_pressed(dev: &fs::File) -> Option<bool> {
 
 /// Recursively delete the children of `dir` that live on `dev`; mount points
 /// (other devices) are left alone and never entered. Symlinks are not followed.
+/// A regular file (never a FIFO, device or symlink), at most `limit` bytes.
+fn read_regular_file(path: &str, limit: usize) -> io::Result<Vec<u8>> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    let mut buf = Vec::new();
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX);
+    file.take(cap).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+fn mount_one(m: &Mount) -> io::Result<()> {
+    nix::mount::mount(
+        opt(&m.source),
+        m.target.as_str(),
+        opt(&m.fstype),
+        mount_flags(m),
+        opt(&m.data),
+    )
+    .map_err(errno_io)
+}
+
 /// Deletes everything under `dir` that is on `dev` (never into another
 /// mount), through descriptors: the tree may no longer have a path.
 fn remove_children_at(dir: &OwnedFd, dev: u64) -> io::Result<u64> {

@@ -372,7 +372,9 @@ impl Scenario {
         let mut cmd = match &self.trace {
             Some(prefix) => {
                 let mut c = Command::new("strace");
-                c.arg("-ff").arg("-o").arg(prefix).arg("unshare");
+                c.args(["-ff", "--decode-pids=pidns", "-o"])
+                    .arg(prefix)
+                    .arg("unshare");
                 c
             }
             None => Command::new("unshare"),
