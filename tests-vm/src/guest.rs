@@ -357,13 +357,22 @@ impl Outcome {
 
     /// Whether the log has a line equal to `line` (after trimming `\r`).
     pub fn has_line(&self, line: &str) -> bool {
-        self.log.lines().any(|l| l.trim_end_matches('\r') == line)
+        self.lines().contains(&line)
     }
 
-    /// Lines of the log, `\r` trimmed.
+    /// Lines of the log (see [`console_lines`]).
     pub fn lines(&self) -> Vec<&str> {
-        self.log.lines().map(|l| l.trim_end_matches('\r')).collect()
+        console_lines(&self.log).collect()
     }
+}
+
+/// Lines of a serial log, `\r` trimmed. The firmware's last words end
+/// without a newline: what follows them on their line is a line of its own.
+pub fn console_lines(log: &str) -> impl Iterator<Item = &str> {
+    const FIRMWARE_END: &str = "Booting from ROM..";
+    log.lines()
+        .map(|l| l.split_once(FIRMWARE_END).map_or(l, |(_, rest)| rest))
+        .map(|l| l.trim_end_matches('\r'))
 }
 
 impl Running {
@@ -386,8 +395,8 @@ impl Running {
             let alive = self.vm.running();
             let log = self.read_log();
             self.note_program_start(&log);
-            if let Some(l) = log.lines().find(|l| l.contains(needle)) {
-                return Ok(l.trim_end_matches('\r').to_string());
+            if let Some(l) = console_lines(&log).find(|l| l.contains(needle)) {
+                return Ok(l.to_string());
             }
             if Instant::now() > deadline || !alive {
                 bail!("no line containing {needle:?}; serial log:\n{log}");

@@ -1,8 +1,9 @@
 //! The boot benchmark's smoke run (every variant once, and the floor and
 //! our init twice under instruction counting), so `boot-bench` cannot rot:
 //! each variant boots to its app with the figures the tables need, and the
-//! deterministic figures repeat: the floor's guest time (to 1 ms) and init's
-//! own CPU time to the app's execve (to 3 ms; measured: within 1 ms).
+//! deterministic figures repeat: the floor's guest time (to a timer tick,
+//! 4 ms; usually to 0.1 ms) and init's own CPU time to the app's execve (to
+//! 3 ms; measured: within 1 ms).
 
 use anyhow::{ensure, Result};
 use host_sysmgr::vmm::Accel;
@@ -51,9 +52,12 @@ fn every_variant_boots_once_with_its_figures_and_the_floor_repeats_under_icount(
     let a = bootbench::measure(&icount, 0, 1)?;
     let b = bootbench::measure(&icount, 0, 1)?;
     println!("{}", bootbench::agreement_table(&icount, &a, &b));
+    // The floor's kernel boot waits on its disks' probes: now and then one
+    // boot lands a timer tick later (4 ms at the kernel/ build's HZ=250;
+    // seen: 2.4 ms), never more.
     let (fa, fb) = (a[0][0].app, b[0][0].app);
     ensure!(
-        (fa - fb).abs() < 1.0,
+        (fa - fb).abs() < 4.0,
         "the floor's guest time under -icount differs by {:.3} ms",
         (fa - fb).abs()
     );
