@@ -240,12 +240,18 @@ impl Sys for RealSys {
         }
         // The last one on this thread, meanwhile.
         last.run();
+        let mut joined = true;
         for thread in threads {
             // SAFETY: each thread was created joinable by `MountJob::start`
             // and is joined exactly once, before `jobs` is read or dropped.
-            unsafe {
-                libc::pthread_join(thread, std::ptr::null_mut());
-            }
+            joined &= unsafe { libc::pthread_join(thread, std::ptr::null_mut()) } == 0;
+        }
+        if !joined {
+            // A thread that could not be joined may still write its job:
+            // the jobs are leaked, never freed under it.
+            std::mem::forget(jobs);
+            let lost = || Err(io::Error::other("a mount thread could not be joined"));
+            return (mounts.iter().map(|_| lost()).collect(), None);
         }
         let mut file = None;
         let results = jobs
@@ -289,6 +295,7 @@ impl Sys for RealSys {
             nix::unistd::ForkResult::Parent { child } => Ok(child.as_raw()),
             nix::unistd::ForkResult::Child => {
                 default_signal_mask();
+                release_panic_hook();
                 let code = crate::boot::release_initramfs(&mut RealSys::default(), root);
                 // SAFETY: _exit ends the forked child without running PID 1's
                 // exit paths (there are none to run in a child).
@@ -583,6 +590,18 @@ fn headers_child(tarball: OwnedFd, release: &str) -> i32 {
     crate::headers::worker(&mut sys, fs::File::from(tarball), Path::new("/"), release)
 }
 
+/// The initramfs release child's panic: one ERROR line and exit 1 (PID 1's
+/// hook would print an EXIT sentinel that stands for the app's end).
+fn release_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let mut sys = RealSys::default();
+        let msg = format!("initramfs release: panic: {info}");
+        crate::boot::report::error(&mut sys, "switch", &msg);
+        // SAFETY: _exit ends this child process without unwinding.
+        unsafe { libc::_exit(1) }
+    }));
+}
+
 /// A forked child takes no signal mask from PID 1.
 fn default_signal_mask() {
     let _ = nix::sys::signal::sigprocmask(
@@ -787,8 +806,6 @@ fn power_key_pressed(dev: &fs::File) -> Option<bool> {
     }
 }
 
-/// Recursively delete the children of `dir` that live on `dev`; mount points
-/// (other devices) are left alone and never entered. Symlinks are not followed.
 /// One mount of [`Sys::mount_concurrently`] (and the file read off it), run
 /// on a thread of its own: plain pthreads (init is 21 KB smaller than with
 /// `std::thread`'s machinery).
@@ -871,10 +888,11 @@ fn remove_children_at(dir: &OwnedFd, dev: u64) -> io::Result<u64> {
     use nix::sys::stat::{fstatat, Mode, SFlag};
     use nix::unistd::{unlinkat, UnlinkatFlags};
     let mut names = Vec::new();
+    // A failing readdir ends the listing (it could fail forever).
     for entry in nix::dir::Dir::from_fd(dir.try_clone()?)
         .map_err(errno_io)?
         .iter()
-        .flatten()
+        .map_while(Result::ok)
     {
         let name = entry.file_name();
         if name.to_bytes() != b"." && name.to_bytes() != b".." {
