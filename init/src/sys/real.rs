@@ -289,19 +289,10 @@ impl Sys for RealSys {
     }
 
     fn start_initramfs_release(&mut self, root: &OwnedFd) -> io::Result<i32> {
-        // SAFETY: init is single-threaded, so the child may run any code;
-        // it ends in _exit and never returns into PID 1's loop.
-        match unsafe { nix::unistd::fork() }.map_err(errno_io)? {
-            nix::unistd::ForkResult::Parent { child } => Ok(child.as_raw()),
-            nix::unistd::ForkResult::Child => {
-                default_signal_mask();
-                release_panic_hook();
-                let code = crate::boot::release_initramfs(&mut RealSys::default(), root);
-                // SAFETY: _exit ends the forked child without running PID 1's
-                // exit paths (there are none to run in a child).
-                unsafe { libc::_exit(code) }
-            }
-        }
+        fork_worker(|| {
+            release_panic_hook();
+            crate::boot::release_initramfs(&mut RealSys::default(), root)
+        })
     }
 
     fn switch_root(&mut self, newroot: &str) -> io::Result<()> {
@@ -539,16 +530,24 @@ impl Sys for RealSys {
     }
 
     fn start_headers_worker(&mut self, tarball: OwnedFd, release: &str) -> io::Result<i32> {
-        // SAFETY: init is single-threaded, so the child may run any code;
-        // it ends in _exit and never returns into PID 1's loop.
-        match unsafe { nix::unistd::fork() }.map_err(errno_io)? {
-            nix::unistd::ForkResult::Parent { child } => Ok(child.as_raw()),
-            nix::unistd::ForkResult::Child => {
-                let code = headers_child(tarball, release);
-                // SAFETY: _exit ends the forked child without running PID 1's
-                // exit paths (there are none to run in a child).
-                unsafe { libc::_exit(code) }
-            }
+        fork_worker(|| headers_child(tarball, release))
+    }
+}
+
+/// A child of PID 1 that runs `work` with no signal blocked and ends with
+/// its exit code; returns the child's pid.
+fn fork_worker(work: impl FnOnce() -> i32) -> io::Result<i32> {
+    // SAFETY: init is single-threaded here (its mount threads are joined
+    // before the switch), so the child may run any code; it ends in _exit
+    // and never returns into PID 1's loop.
+    match unsafe { nix::unistd::fork() }.map_err(errno_io)? {
+        nix::unistd::ForkResult::Parent { child } => Ok(child.as_raw()),
+        nix::unistd::ForkResult::Child => {
+            default_signal_mask();
+            let code = work();
+            // SAFETY: _exit ends the forked child without running PID 1's
+            // exit paths (there are none to run in a child).
+            unsafe { libc::_exit(code) }
         }
     }
 }
@@ -581,9 +580,8 @@ fn replace_file<T>(
     Ok(done)
 }
 
-/// The forked headers worker: default signals, low priority, then the work.
+/// The forked headers worker: low priority, then the work.
 fn headers_child(tarball: OwnedFd, release: &str) -> i32 {
-    default_signal_mask();
     lower_priority();
     crate::headers::worker_panic_hook();
     let mut sys = RealSys::default();
